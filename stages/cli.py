@@ -1,0 +1,28 @@
+"""The ``t2i`` command: one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stages import embed, shard, synth
+from t2i import T2IError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="t2i: reproducible text-to-image GAN-CLS pipeline.")
+app.command("synth")(synth.main)
+app.command("shard")(shard.main)
+app.command("embed")(embed.main)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app()
+    except T2IError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        sys.exit(1)

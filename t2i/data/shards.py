@@ -1,0 +1,146 @@
+"""WebDataset shards: ``<dir>/{train,test}-%06d.tar`` plus ``manifest.json`` (written last).
+
+Per sample: ``<key>.png`` (or ``.jpg``), ``<key>.txt`` (one caption per line) and ``<key>.json``
+(image id, class id and name, split, attributes). Tar members carry a fixed mtime, owner and
+mode, and images are encoded deterministically, so a rerun gives byte-identical shards and
+stable DVC hashes. Writing streams: one sample in memory at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import webdataset as wds
+from PIL import Image
+
+from t2i import T2IError
+from t2i.data.raw import SPLITS, Sample, check_sample
+from t2i.io import atomic_dir, dump_json, read_json
+
+TAR_MTIME = 946684800  # 2000-01-01: any fixed value makes tars reproducible
+MANIFEST = "manifest.json"
+
+
+def square(image: Image.Image, size: int) -> Image.Image:
+    """Centre-crop to a square, then resize with antialiasing."""
+    w, h = image.size
+    if w != h:
+        m = min(w, h)
+        image = image.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.LANCZOS)
+    return image
+
+
+def encode_image(image: Image.Image, fmt: str, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "png":
+        image.save(buf, format="PNG")
+    elif fmt == "jpg":
+        image.save(buf, format="JPEG", quality=quality)
+    else:
+        raise T2IError(f"unknown image format {fmt!r} (expected png or jpg)")
+    return buf.getvalue()
+
+
+def to_record(s: Sample, image_size: int, fmt: str, quality: int) -> dict:
+    check_sample(s)
+    captions = [" ".join(c.split()) for c in s.captions]  # one line each
+    meta = {**s.meta, "key": s.key, "split": s.split}
+    return {
+        "__key__": s.key,
+        fmt: encode_image(square(s.image.convert("RGB"), image_size), fmt, quality),
+        "txt": ("\n".join(captions) + "\n").encode(),
+        "json": json.dumps(meta, sort_keys=True).encode(),
+    }
+
+
+def write_shards(
+    samples: Iterable[Sample],
+    out: Path,
+    *,
+    dataset: str,
+    image_size: int = 64,
+    image_format: str = "png",
+    jpeg_quality: int = 95,
+    samples_per_shard: int = 1000,
+    progress=None,
+) -> dict:
+    """Shard ``samples`` into the folder ``out`` (replaced atomically); return the manifest."""
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        writers: dict[str, wds.ShardWriter] = {}
+        shards: dict[str, list[dict]] = {split: [] for split in SPLITS}
+        n_captions: set[int] = set()
+
+        def opened(split: str) -> wds.ShardWriter:
+            if split not in writers:
+                def post(fname: str, split=split) -> None:
+                    shards[split].append({"name": Path(fname).name, "count": writers[split].count})
+
+                writers[split] = wds.ShardWriter(
+                    str(tmp / f"{split}-%06d.tar"), maxcount=samples_per_shard, maxsize=1e12,
+                    post=post, verbose=0, encoder=False, mtime=TAR_MTIME,
+                    user="t2i", group="t2i", mode=0o444,
+                )
+            return writers[split]
+
+        for s in samples:
+            opened(s.split).write(to_record(s, image_size, image_format, jpeg_quality))
+            n_captions.add(len(s.captions))
+            if progress:
+                progress()
+        for w in writers.values():
+            w.close()
+        if not writers:
+            raise T2IError("no samples to shard: the raw dataset is empty")
+        manifest = {
+            "dataset": dataset,
+            "image_size": image_size,
+            "image_format": image_format,
+            "captions_per_sample": sorted(n_captions)[0] if len(n_captions) == 1 else sorted(n_captions),
+            "splits": {
+                split: {"count": sum(x["count"] for x in shards[split]), "shards": shards[split]}
+                for split in SPLITS if shards[split]
+            },
+        }
+        (tmp / MANIFEST).write_bytes(dump_json(manifest))  # last: its presence marks a complete set
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict:
+    manifest = read_json(Path(folder) / MANIFEST)
+    if not isinstance(manifest, dict) or "splits" not in manifest:
+        raise T2IError(f"{Path(folder) / MANIFEST} is not a shard manifest")
+    return manifest
+
+
+def shard_paths(folder: Path, split: str, manifest: dict | None = None) -> list[Path]:
+    """The shard files of ``split`` listed in the manifest; each must exist."""
+    folder = Path(folder)
+    manifest = manifest or read_manifest(folder)
+    if split not in manifest["splits"]:
+        raise T2IError(f"{folder}: no {split!r} split (have: {', '.join(manifest['splits'])})")
+    paths = [folder / x["name"] for x in manifest["splits"][split]["shards"]]
+    for p in paths:
+        if not p.is_file():
+            raise T2IError(f"missing shard {p} (listed in {folder / MANIFEST})")
+    return paths
+
+
+def iter_tar(path: Path, expected: int | None = None) -> Iterator[dict]:
+    """Raw samples of one shard (``{"__key__", ext: bytes, ...}``); names the file if it is bad."""
+    n = 0
+    try:
+        stream = wds.WebDataset(str(path), shardshuffle=False, handler=wds.reraise_exception, empty_check=False)
+        for sample in stream:
+            n += 1
+            yield {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise T2IError(f"corrupt or truncated shard {path}: {e}") from None
+    if expected is not None and n != expected:
+        raise T2IError(f"corrupt or truncated shard {path}: {n} samples, manifest says {expected}")

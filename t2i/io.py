@@ -1,0 +1,97 @@
+"""Atomic writes and small file helpers shared by every stage.
+
+Every output is built under a temporary sibling path and renamed into place, so an
+interrupted or failed stage never leaves a half-written file or folder behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from t2i import T2IError
+
+
+def _tmp_sibling(path: Path, kind: str) -> Path:
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise T2IError(f"cannot create output folder {parent}: {e.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise T2IError(f"output folder {parent} is not writable")
+    make = tempfile.mkdtemp if kind == "dir" else tempfile.mkstemp
+    made = make(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    if kind == "file":
+        os.close(made[0])
+        made = made[1]
+    return Path(made)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    tmp = _tmp_sibling(path, "dir")
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path that replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    tmp = _tmp_sibling(path, "file")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def dump_json(obj) -> bytes:
+    """Canonical JSON bytes: sorted keys, so equal objects give equal bytes."""
+    return (json.dumps(obj, sort_keys=True, indent=1) + "\n").encode()
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_bytes_atomic(path, dump_json(obj))
+
+
+def read_json(path: str | os.PathLike):
+    path = Path(path)
+    if not path.is_file():
+        raise T2IError(f"missing file {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise T2IError(f"corrupt JSON in {path}: {e}") from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

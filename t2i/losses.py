@@ -1,0 +1,100 @@
+"""GAN-CLS / GAN-INT losses (Reed et al. 2016). Every function takes raw logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Mean BCE-with-logits against a constant target."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def discriminator_loss(
+    d_real: torch.Tensor, d_wrong: torch.Tensor, d_fake: torch.Tensor, smooth: float = 0.0
+) -> torch.Tensor:
+    """Matching-aware D loss: real image + right text -> 1; wrong text or fake image -> 0.
+
+    smooth: one-sided label smoothing, the real target becomes 1 - smooth.
+    """
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"smooth must be in [0, 1), got {smooth!r}")
+    return _bce(d_real, 1.0 - smooth) + 0.5 * (_bce(d_wrong, 0.0) + _bce(d_fake, 0.0))
+
+
+def generator_adv_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating G loss: push D(G(z, e), e) towards 1."""
+    return _bce(d_fake, 1.0)
+
+
+def interpolate_embeddings(e1: torch.Tensor, e2: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+    """beta * e1 + (1 - beta) * e2: text embeddings that have no real image (GAN-INT)."""
+    if e1.shape != e2.shape:
+        raise ValueError(f"embedding shapes differ: {tuple(e1.shape)} vs {tuple(e2.shape)}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta!r}")
+    return beta * e1 + (1.0 - beta) * e2
+
+
+def gan_int_loss(d_int: torch.Tensor) -> torch.Tensor:
+    """GAN-INT term: push D(G(z, e_int), e_int) towards 1."""
+    return _bce(d_int, 1.0)
+
+
+def l1_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise mean absolute error."""
+    return F.l1_loss(fake, real)
+
+
+def feature_matching_loss(feat_real: torch.Tensor, feat_fake: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between batch-mean D features; no gradient into real."""
+    if feat_real.shape[1:] != feat_fake.shape[1:]:
+        raise ValueError(
+            f"feature shapes differ: {tuple(feat_real.shape)} vs {tuple(feat_fake.shape)}"
+        )
+    diff = feat_real.detach().mean(dim=0) - feat_fake.mean(dim=0)
+    return diff.pow(2).mean()
+
+
+def generator_loss(
+    d_fake: torch.Tensor,
+    *,
+    d_int: torch.Tensor | None = None,
+    fake: torch.Tensor | None = None,
+    real: torch.Tensor | None = None,
+    feat_real: torch.Tensor | None = None,
+    feat_fake: torch.Tensor | None = None,
+    int_coef: float = 0.0,
+    l1_coef: float = 0.0,
+    fm_coef: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """adv + int_coef * gan_int + l1_coef * l1 + fm_coef * fm; a term is used only if its coef > 0.
+
+    Returns (total, parts) where parts holds the unweighted terms that were used.
+    """
+    inputs = {"d_int": d_int, "fake": fake, "real": real, "feat_real": feat_real,
+              "feat_fake": feat_fake}
+
+    def need(coef_name: str, coef: float, *names: str) -> bool:
+        if coef < 0:
+            raise ValueError(f"{coef_name} must be >= 0, got {coef!r}")
+        if coef == 0:
+            return False
+        for name in names:
+            if inputs[name] is None:
+                raise ValueError(f"{coef_name}={coef} > 0 but {name} is None")
+        return True
+
+    parts = {"adv": generator_adv_loss(d_fake)}
+    total = parts["adv"]
+    if need("int_coef", int_coef, "d_int"):
+        parts["int"] = gan_int_loss(d_int)
+        total = total + int_coef * parts["int"]
+    if need("l1_coef", l1_coef, "fake", "real"):
+        parts["l1"] = l1_loss(fake, real)
+        total = total + l1_coef * parts["l1"]
+    if need("fm_coef", fm_coef, "feat_real", "feat_fake"):
+        parts["fm"] = feature_matching_loss(feat_real, feat_fake)
+        total = total + fm_coef * parts["fm"]
+    return total, parts

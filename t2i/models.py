@@ -1,0 +1,151 @@
+"""DCGAN generator and matching-aware discriminator for GAN-CLS (Reed et al. 2016).
+
+Shapes in comments are for the default 64x64 config: B = batch, ngf = ndf = 64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+SUPPORTED_IMAGE_SIZES = (32, 64, 128)
+
+
+@dataclass
+class ModelConfig:
+    emb_dim: int = 384  # sentence embedding size (all-MiniLM-L6-v2)
+    z_dim: int = 100  # noise size
+    proj_dim: int = 128  # text embedding is compressed to this size
+    ngf: int = 64  # generator base width
+    ndf: int = 64  # discriminator base width
+    image_size: int = 64
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.image_size not in SUPPORTED_IMAGE_SIZES:
+            raise ValueError(
+                f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size!r}"
+            )
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of BN blocks between 4x4 and the image: log2(image_size) - 2."""
+        return int(math.log2(self.image_size)) - 2
+
+
+def _widths(base: int, n_blocks: int) -> list[int]:
+    """Channel widths from the 4x4 map outwards: base*8, base*4, ... never below base."""
+    return [base * max(8 >> i, 1) for i in range(n_blocks)]
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN init: conv/linear weights ~ N(0, 0.02), BN weights ~ N(1, 0.02), biases 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class TextProjection(nn.Module):
+    """Compress a sentence embedding: Linear -> BatchNorm1d -> LeakyReLU(0.2)."""
+
+    def __init__(self, emb_dim: int, proj_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(emb_dim, proj_dim, bias=False),  # (B, proj_dim); BN supplies the bias
+            nn.BatchNorm1d(proj_dim),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.net(emb)  # (B, emb_dim) -> (B, proj_dim)
+
+
+class Generator(nn.Module):
+    """G(z, emb) -> image in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.proj = TextProjection(cfg.emb_dim, cfg.proj_dim)
+        widths = _widths(cfg.ngf, cfg.n_blocks)  # 64x64: [ngf*8, ngf*4, ngf*2, ngf]
+
+        # (B, z_dim + proj_dim, 1, 1) -> (B, ngf*8, 4, 4)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(cfg.z_dim + cfg.proj_dim, widths[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        # (B, ngf*8, 4, 4) -> (B, ngf*4, 8, 8) -> (B, ngf*2, 16, 16) -> (B, ngf, 32, 32)
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        # (B, ngf, 32, 32) -> (B, 3, 64, 64)
+        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([z, self.proj(emb)], dim=1)  # (B, z_dim + proj_dim)
+        return self.net(h[:, :, None, None])  # (B, 3, S, S)
+
+
+class Discriminator(nn.Module):
+    """Matching-aware D(img, emb) -> one logit per image (real *and* matching text)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        widths = _widths(cfg.ndf, cfg.n_blocks)[::-1]  # 64x64: [ndf, ndf*2, ndf*4, ndf*8]
+
+        # (B, 3, 64, 64) -> (B, ndf, 32, 32), no BN on the first layer
+        layers: list[nn.Module] = [
+            nn.Conv2d(cfg.channels, widths[0], 4, 2, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        # (B, ndf, 32, 32) -> (B, ndf*2, 16, 16) -> (B, ndf*4, 8, 8) -> (B, ndf*8, 4, 4)
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        self.image_net = nn.Sequential(*layers)
+
+        self.proj = TextProjection(cfg.emb_dim, cfg.proj_dim)
+        c = widths[-1]  # ndf*8
+        self.joint = nn.Sequential(
+            nn.Conv2d(c + cfg.proj_dim, c, 1, 1, 0, bias=False),  # (B, ndf*8, 4, 4)
+            nn.BatchNorm2d(c),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c, 1, 4, 1, 0),  # (B, 1, 1, 1)
+        )
+        self.apply(init_weights)
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """Image feature map before the text is joined in: (B, ndf*8, 4, 4)."""
+        return self.image_net(img)
+
+    def forward(
+        self, img: torch.Tensor, emb: torch.Tensor, return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        feat = self.features(img)  # (B, ndf*8, 4, 4)
+        t = self.proj(emb)  # (B, proj_dim)
+        t = t[:, :, None, None].expand(-1, -1, feat.size(2), feat.size(3))  # (B, proj_dim, 4, 4)
+        logits = self.joint(torch.cat([feat, t], dim=1)).flatten()  # (B,)
+        return (logits, feat) if return_features else logits
+
+
+def build_models(cfg: ModelConfig | None = None) -> tuple[Generator, Discriminator]:
+    """Return a freshly initialised (G, D) pair for `cfg` (defaults if None)."""
+    cfg = cfg if cfg is not None else ModelConfig()
+    return Generator(cfg), Discriminator(cfg)

@@ -1,0 +1,104 @@
+"""Typed params: one pydantic model per ``params.yaml`` section.
+
+The models are the single source of defaults and types. Unknown keys and wrong types stop
+with one line naming the key; values that ``dvc exp run -S`` leaves as YAML strings (PyYAML
+reads ``1e-05`` as a string) are coerced to the field's type.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from t2i import T2IError
+
+DATASETS = ("synthetic-flowers",)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthParams(Section):
+    """Synthetic flowers (the built-in dataset)."""
+
+    num_images: int = Field(3000, ge=1)
+    render_size: int = Field(128, ge=16, le=1024)  # raw images; shards are resized from these
+    seed: int = 0
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # fraction of classes held out (class-disjoint)
+
+
+class ShardParams(Section):
+    image_size: int = Field(64, ge=8, le=1024)
+    image_format: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    samples_per_shard: int = Field(1000, ge=1)
+
+
+class EmbedParams(Section):
+    model: str = Field("all-MiniLM-L6-v2", min_length=1)  # name, hub id or local folder
+    batch_size: int = Field(256, ge=1)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    cache_size: int = Field(100_000, ge=0)  # captions kept across shards to encode repeats once
+
+
+class Params(Section):
+    dataset: str = "synthetic-flowers"
+    synth: SynthParams = SynthParams()
+    shard: ShardParams = ShardParams()
+    embed: EmbedParams = EmbedParams()
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r} (known: {', '.join(DATASETS)})")
+        return v
+
+
+def _set(tree: dict, dotted: str, raw: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise T2IError(f"bad override {dotted}={raw}: {p} is not a section")
+    node[leaf] = yaml.safe_load(raw) if raw != "" else ""
+
+
+def _format(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        got = "" if e["type"] in ("extra_forbidden", "value_error") else f" (got {e['input']!r})"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{key}: {msg}{got}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_params(path: str | os.PathLike = "params.yaml", overrides: list[str] = ()) -> Params:
+    """Read ``path`` (missing file = all defaults), apply ``key=value`` overrides, validate."""
+    path = Path(path)
+    tree: dict = {}
+    if path.exists():
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise T2IError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
+        if not isinstance(tree, dict):
+            raise T2IError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise T2IError(f"bad override {item!r}: expected key=value")
+        _set(tree, key.strip(), value)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as e:
+        raise T2IError(_format(e, str(path))) from None

