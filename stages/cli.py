@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stages import embed, shard, synth
+from stages import embed, generate, shard, synth, train
 from t2i import T2IError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -14,6 +14,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 app.command("synth")(synth.main)
 app.command("shard")(shard.main)
 app.command("embed")(embed.main)
+app.command("train")(train.main)
+app.command("generate")(generate.main)
 
 
 def main() -> None:

@@ -12,14 +12,17 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 def discriminator_loss(
-    d_real: torch.Tensor, d_wrong: torch.Tensor, d_fake: torch.Tensor, smooth: float = 0.0
+    d_real: torch.Tensor, d_wrong: torch.Tensor | None, d_fake: torch.Tensor, smooth: float = 0.0
 ) -> torch.Tensor:
     """Matching-aware D loss: real image + right text -> 1; wrong text or fake image -> 0.
 
     smooth: one-sided label smoothing, the real target becomes 1 - smooth.
+    d_wrong None: the plain conditional GAN loss (no mismatched-text term, fake weighted 1).
     """
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"smooth must be in [0, 1), got {smooth!r}")
+    if d_wrong is None:
+        return _bce(d_real, 1.0 - smooth) + _bce(d_fake, 0.0)
     return _bce(d_real, 1.0 - smooth) + 0.5 * (_bce(d_wrong, 0.0) + _bce(d_fake, 0.0))
 
 

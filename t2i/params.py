@@ -46,11 +46,40 @@ class EmbedParams(Section):
     cache_size: int = Field(100_000, ge=0)  # captions kept across shards to encode repeats once
 
 
+class TrainParams(Section):
+    """GAN-CLS training; the keys are the keyword arguments of t2i.train.training_loop."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    z_dim: int = Field(100, ge=1)
+    proj_dim: int = Field(128, ge=1)
+    ngf: int = Field(64, ge=1)
+    ndf: int = Field(64, ge=1)
+    cls: bool = True  # matching-aware D (real image + mismatched text -> fake)
+    int_coef: float = Field(1.0, ge=0)  # GAN-INT weight (0 = off)
+    int_beta: float = Field(0.5, ge=0, le=1)
+    l1_coef: float = Field(0.0, ge=0)  # pixel-wise L1 to the real image (0 = off)
+    fm_coef: float = Field(0.0, ge=0)  # D feature matching (0 = off)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # one-sided: real target 1 - value
+    captions_per_step: int = Field(1, ge=1)  # mean of this many random captions per image
+    shuffle_buffer: int = Field(1000, ge=0)
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: int = Field(0, ge=0)  # torch CPU threads, 0 = torch's default
+    workers: int = Field(0, ge=0)  # DataLoader decode processes
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(10, ge=1)
+
+
 class Params(Section):
     dataset: str = "synthetic-flowers"
     synth: SynthParams = SynthParams()
     shard: ShardParams = ShardParams()
     embed: EmbedParams = EmbedParams()
+    train: TrainParams = TrainParams()
 
     @field_validator("dataset")
     @classmethod

@@ -1,0 +1,32 @@
+"""``t2i train``: GAN-CLS on the embedded shards -> data/models/<dataset>/generator.pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
+from t2i.data import embedding_dir
+from t2i.data.shards import read_manifest
+
+
+def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = None, data: DataDir = Path("data")) -> None:
+    """Train (resuming from data/checkpoints/<dataset> when the params are unchanged)."""
+    p = params(params_file, overrides)
+    from t2i.data.loader import batches, embedded_urls
+    from t2i.train import training_loop
+
+    src = embedding_dir(data, p.dataset)
+    manifest = read_manifest(src)
+    urls = embedded_urls(src, "train")
+    show = "test" if "test" in manifest["splits"] else "train"  # grid captions: unseen ones if any
+    fixed = next(batches(embedded_urls(src, show), 8, drop_last=False))
+    with Timer() as t:
+        summary = training_loop(
+            urls, data / "models" / p.dataset, checkpoint_dir=data / "checkpoints" / p.dataset,
+            live_dir=data / "train" / p.dataset, emb_dim=manifest["emb_dim"],
+            image_size=manifest["image_size"], text_model=manifest["text_model"],
+            sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]],
+            **p.train.model_dump(),
+        )
+    how = "resumed, " if summary["resumed"] else ""
+    done("train", t.seconds, f"{how}{summary['steps']} steps, {summary['epochs']} epochs -> {data / 'models' / p.dataset}")

@@ -1,0 +1,76 @@
+"""Training stream: embedded shards -> batches of tensors, with WebDataset.
+
+Deterministic per (seed, epoch): the shard order and the shuffle buffer are seeded, so a run
+that resumes mid-epoch can replay the same order and skip the batches it already used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+from t2i import T2IError
+from t2i.data.shards import read_manifest, shard_paths
+
+
+def embedded_urls(folder: Path, split: str) -> list[str]:
+    """Local shard paths of ``split``, from the embedded folder's manifest."""
+    manifest = read_manifest(folder)
+    if "emb_dim" not in manifest:
+        raise T2IError(f"{folder} holds no embeddings: run the embed stage first")
+    return [str(p) for p in shard_paths(folder, split, manifest)]
+
+
+def decode(sample: dict) -> dict:
+    """Raw tar entries -> image uint8 (3, H, W), emb float32 (captions, D), captions, meta."""
+    key = sample["__key__"]
+    data = sample.get("png") or sample.get("jpg")
+    if data is None or "emb.npy" not in sample:
+        raise T2IError(f"sample {key} lacks an image or emb.npy: is this an embedded shard?")
+    with Image.open(io.BytesIO(data)) as im:
+        image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+    emb = torch.from_numpy(np.load(io.BytesIO(sample["emb.npy"])).astype(np.float32))
+    meta = json.loads(sample["json"])
+    captions = sample["txt"].decode().rstrip("\n").split("\n")
+    return {"key": key, "image": image, "emb": emb, "captions": captions, "meta": meta,
+            "class_id": int(meta.get("class_id", -1))}
+
+
+def collate(samples: list[dict]) -> dict:
+    return {
+        "key": [s["key"] for s in samples],
+        "image": torch.stack([s["image"] for s in samples]),  # (B, 3, H, W) uint8
+        "emb": torch.stack([s["emb"] for s in samples]),  # (B, captions, D)
+        "class_id": torch.tensor([s["class_id"] for s in samples]),  # (B,)
+        "captions": [s["captions"] for s in samples],
+        "meta": [s["meta"] for s in samples],
+    }
+
+
+def stream(urls: list[str], *, shuffle: int = 0, seed: int = 0, epoch: int = 0) -> wds.WebDataset:
+    """Decoded samples; with ``shuffle`` > 0, shard order and a buffer shuffled per (seed, epoch)."""
+    urls = list(urls)
+    if shuffle:
+        random.Random(f"{seed}-{epoch}").shuffle(urls)
+    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node,
+                        workersplitter=wds.split_by_worker, empty_check=False)
+    if shuffle:
+        ds = ds.shuffle(shuffle, initial=shuffle, seed=f"{seed}-{epoch}-buffer")
+    return ds.map(decode)
+
+
+def batches(urls: list[str], batch_size: int, *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
+            workers: int = 0, drop_last: bool = True):
+    """Iterate batches (see ``collate``); ``workers`` > 0 decodes in DataLoader processes."""
+    ds = stream(urls, shuffle=shuffle, seed=seed, epoch=epoch).batched(
+        batch_size, collation_fn=collate, partial=not drop_last)
+    if workers == 0:
+        return iter(ds)
+    return iter(wds.WebLoader(ds, batch_size=None, num_workers=workers))

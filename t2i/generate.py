@@ -1,0 +1,32 @@
+"""Text -> images with a trained generator: ``t2i generate "a caption" -n 8 --out grid.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from t2i import T2IError
+from t2i.train import load_generator
+
+
+def generate(generator_path: Path, captions: list[str], *, n: int = 8, seed: int = 0,
+             device: str = "cpu", text_model: str | None = None) -> torch.Tensor:
+    """(len(captions) * n, 3, S, S) images in [-1, 1]: ``n`` noise vectors per caption."""
+    for c in captions:
+        if not c or not c.strip():
+            raise T2IError(f"empty caption {c!r}: give a sentence describing the image")
+    if n < 1:
+        raise T2IError(f"-n must be at least 1, got {n}")
+    G, config = load_generator(generator_path, device)
+    from t2i.text import TextEncoder
+
+    encoder = TextEncoder(text_model or config["text_model"], device)
+    if encoder.dim != G.cfg.emb_dim:
+        raise T2IError(f"text model {encoder.name!r} gives {encoder.dim}-d embeddings but "
+                       f"{generator_path} was trained on {G.cfg.emb_dim}-d ones ({config['text_model']})")
+    emb = torch.from_numpy(encoder.encode(captions)).to(device)  # (C, D)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(len(captions) * n, G.cfg.z_dim, generator=g).to(device)
+    with torch.no_grad():
+        return G(z, emb.repeat_interleave(n, dim=0)).cpu()
