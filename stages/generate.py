@@ -23,7 +23,7 @@ def main(
     data: DataDir = Path("data"),
 ) -> None:
     """Draw ``-n`` images for each caption with the trained generator."""
-    from t2i.evaluate import make_grid
+    from t2i.grid import make_grid
     from t2i.generate import generate
     from t2i.io import atomic_file
 

@@ -26,12 +26,17 @@ def _tmp_sibling(path: Path, kind: str) -> Path:
         raise T2IError(f"cannot create output folder {parent}: {e.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise T2IError(f"output folder {parent} is not writable")
-    make = tempfile.mkdtemp if kind == "dir" else tempfile.mkstemp
-    made = make(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    if kind == "file":
-        os.close(made[0])
-        made = made[1]
-    return Path(made)
+    umask = os.umask(0)
+    os.umask(umask)
+    if kind == "dir":  # mkdtemp/mkstemp make private entries: give them the usual permissions
+        made = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+        made.chmod(0o777 & ~umask)
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        made = Path(name)
+        made.chmod(0o666 & ~umask)
+    return made
 
 
 @contextlib.contextmanager

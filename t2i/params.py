@@ -29,7 +29,7 @@ class SynthParams(Section):
     num_images: int = Field(3000, ge=1)
     render_size: int = Field(128, ge=16, le=1024)  # raw images; shards are resized from these
     seed: int = 0
-    test_fraction: float = Field(0.2, gt=0, lt=1)  # fraction of classes held out (class-disjoint)
+    test_fraction: float = Field(0.2, gt=0, le=0.5)  # fraction of classes held out (class-disjoint)
 
 
 class ShardParams(Section):

@@ -8,6 +8,7 @@ last one and, on CPU, ends with exactly the weights an uninterrupted run would h
 from __future__ import annotations
 
 import csv
+import io
 import pickle
 import shutil
 import time
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from t2i import T2IError
 from t2i.data.loader import batches
-from t2i.io import atomic_file
+from t2i.io import atomic_file, write_bytes_atomic
 from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings
 from t2i.models import Generator, ModelConfig, build_models
 
@@ -48,9 +49,16 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div(127.5).sub(1.0)  # uint8 [0, 255] -> float [-1, 1]
 
 
+def save_torch(obj, path: Path) -> None:
+    """torch.save, atomically and byte-reproducibly (a file target would name the zip's records
+    after the temporary file name)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
 def save_generator(path: Path, G: Generator, config: dict) -> None:
-    with atomic_file(path) as tmp:
-        torch.save({"config": config, "state_dict": G.state_dict()}, tmp)
+    save_torch({"config": config, "state_dict": G.state_dict()}, path)
 
 
 def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict]:
@@ -132,7 +140,10 @@ def training_loop(
     # The resolved config: every scalar argument (a resume needs all of them unchanged).
     config = {k: v for k, v in locals().items()
               if isinstance(v, (int, float, str, bool)) and k not in ("progress", "checkpoint_every")}
-    model_cfg = ModelConfig(emb_dim=emb_dim, z_dim=z_dim, proj_dim=proj_dim, ngf=ngf, ndf=ndf, image_size=image_size)
+    try:
+        model_cfg = ModelConfig(emb_dim=emb_dim, z_dim=z_dim, proj_dim=proj_dim, ngf=ngf, ndf=ndf, image_size=image_size)
+    except ValueError as e:
+        raise T2IError(f"cannot train on these shards: {e}") from None
     config["model"] = asdict(model_cfg)
 
     torch.manual_seed(seed)
@@ -163,10 +174,9 @@ def training_loop(
 
     def checkpoint() -> None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_file(ckpt_path) as tmp:
-            torch.save({"config": config, "G": G.state_dict(), "D": D.state_dict(),
-                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": g.get_state(),
-                        "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}, tmp)
+        save_torch({"config": config, "G": G.state_dict(), "D": D.state_dict(),
+                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": g.get_state(),
+                    "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}, ckpt_path)
 
     live = None
     if live_dir is not None:
@@ -257,7 +267,7 @@ def training_loop(
 def _sample_grid(G: Generator, z: torch.Tensor, emb: torch.Tensor, captions: list[str] | None,
                  path: Path, device: str) -> None:
     """Fixed captions (rows) x fixed noise (columns) -> PNG with the captions drawn beside."""
-    from t2i.evaluate import make_grid
+    from t2i.grid import make_grid
 
     G.eval()
     rows, cols = emb.size(0), max(1, z.size(0) // max(emb.size(0), 1))

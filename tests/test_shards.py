@@ -208,7 +208,6 @@ def test_rerun_replaces_folder_instead_of_merging(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["s"]
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see test_failure_closes_open_shard_files
 def test_failure_midway_keeps_previous_folder(tmp_path, tree_hashes, leftovers):
     out = tmp_path / "s"
     shard(gen(), out)
@@ -228,7 +227,6 @@ def test_failure_midway_keeps_previous_folder(tmp_path, tree_hashes, leftovers):
     assert [p.name for p in tmp_path.iterdir()] == ["s"]
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see test_failure_closes_open_shard_files
 def test_failure_without_previous_folder_leaves_nothing(tmp_path, leftovers):
     def broken():
         yield from gen(3)
@@ -278,10 +276,6 @@ def test_write_shards_streams_a_generator(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.xfail(strict=True, reason="library bug: write_shards does not close its ShardWriters when a "
-                   "sample fails, so open tar files of the deleted temp folder leak (and tarfile's "
-                   "__del__ later raises 'write to closed file'); on Windows the temp folder stays behind")
 def test_failure_closes_open_shard_files(tmp_path):
     import os
 
@@ -302,3 +296,16 @@ def test_failure_closes_open_shard_files(tmp_path):
         leaked = [p for p in fds if p.startswith(str(tmp_path))]
     gc.collect()  # finalize the leaked writers here, not at a random later point
     assert leaked == []
+
+
+def test_output_folder_has_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    reference = tmp_path / "plain"
+    reference.mkdir()
+    out = tmp_path / "s"
+    shard(gen(3), out)
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode) == 0o777 & ~umask

@@ -89,13 +89,15 @@ def write_shards(
                 )
             return writers[split]
 
-        for s in samples:
-            opened(s.split).write(to_record(s, image_size, image_format, jpeg_quality))
-            n_captions.add(len(s.captions))
-            if progress:
-                progress()
-        for w in writers.values():
-            w.close()
+        try:
+            for s in samples:
+                opened(s.split).write(to_record(s, image_size, image_format, jpeg_quality))
+                n_captions.add(len(s.captions))
+                if progress:
+                    progress()
+        finally:
+            for w in writers.values():
+                w.close()
         if not writers:
             raise T2IError("no samples to shard: the raw dataset is empty")
         manifest = {
@@ -141,6 +143,7 @@ def iter_tar(path: Path, expected: int | None = None) -> Iterator[dict]:
             n += 1
             yield {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        raise T2IError(f"corrupt or truncated shard {path}: {e}") from None
+        why = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        raise T2IError(f"corrupt or truncated shard {path}: {why.split(' @ ')[0]}") from None
     if expected is not None and n != expected:
         raise T2IError(f"corrupt or truncated shard {path}: {n} samples, manifest says {expected}")

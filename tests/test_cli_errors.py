@@ -1,0 +1,118 @@
+"""The ``t2i`` CLI on bad input: exit 1, one ``error:`` line naming the culprit, no half output."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATASET = "synthetic-flowers"
+
+# A progress-bar redraw (tqdm, or the transformers weight loader): "name: 5%|#  | 1/20 [...]"
+# or "name: 0img [00:00, ?img/s]". Only these may appear on stderr besides the error line.
+PROGRESS = re.compile(r"^[\w .-]+: +(\d+%\|.*\||\d+\w* \[.*\])")
+
+
+def t2i(cwd, *args, timeout=120):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-c", "from stages.cli import main; main()", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def error_line(proc, strict=True) -> str:
+    """The one ``error:`` line of a failed run (``strict``: stderr holds nothing else)."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert lines[-1] == errors[0], proc.stderr
+    if strict:
+        assert proc.stderr == errors[0] + "\n", proc.stderr
+    else:
+        noise = [line for line in lines[:-1] if not PROGRESS.match(line)]
+        assert noise == [], proc.stderr
+    assert "Traceback" not in proc.stderr
+    return errors[0]
+
+
+def test_unknown_dataset(tmp_path, leftovers):
+    proc = t2i(tmp_path, "synth", "-S", "dataset=oxford-103", "--data", "data")
+    line = error_line(proc)
+    assert "oxford-103" in line and "dataset" in line
+    assert not (tmp_path / "data").exists()
+
+
+def test_wrong_param_type(tmp_path):
+    proc = t2i(tmp_path, "shard", "-S", "shard.image_size=big", "--data", "data")
+    line = error_line(proc)
+    assert "shard.image_size" in line and "big" in line
+    assert not (tmp_path / "data").exists()
+
+
+def test_unknown_key_in_params_file(tmp_path):
+    (tmp_path / "my.yaml").write_text("synth:\n  num_imgs: 5\n")
+    proc = t2i(tmp_path, "synth", "--params", "my.yaml", "--data", "data")
+    line = error_line(proc)
+    assert "synth.num_imgs" in line and "my.yaml" in line
+    assert not (tmp_path / "data").exists()
+
+
+def test_output_under_a_file(tmp_path, leftovers):
+    """``--data`` below a regular file cannot be created, even by root."""
+    (tmp_path / "blocker").write_text("not a folder")
+    proc = t2i(tmp_path, "synth", "-S", "synth.num_images=4", "-S", "synth.render_size=32",
+               "--data", "blocker/data")
+    line = error_line(proc)
+    assert "blocker/data" in line
+    assert (tmp_path / "blocker").read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_unwritable_data_folder(tmp_path, leftovers):
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o500)
+    try:
+        if os.access(data, os.W_OK):
+            pytest.skip("running as a user (root) whom chmod does not stop from writing")
+        proc = t2i(tmp_path, "synth", "-S", "synth.num_images=4", "-S", "synth.render_size=32",
+                   "--data", "data")
+        line = error_line(proc)
+        assert "data" in line
+        assert list(data.iterdir()) == []
+    finally:
+        data.chmod(0o700)
+
+
+def test_shard_without_raw_data(tmp_path, leftovers):
+    proc = t2i(tmp_path, "shard", "--data", "data")
+    line = error_line(proc, strict=False)  # the progress bar was already drawn
+    assert f"data/raw/{DATASET}/samples.jsonl" in line
+    assert not (tmp_path / "data" / "shards" / DATASET).exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_embed_without_shards(tmp_path, leftovers):
+    proc = t2i(tmp_path, "embed", "--data", "data")
+    line = error_line(proc)  # fails before the model is loaded
+    assert f"data/shards/{DATASET}/manifest.json" in line
+    assert not (tmp_path / "data" / "embeddings" / DATASET).exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_embed_truncated_shard(tmp_path, build_shards, damage, tree_hashes, leftovers):
+    shards = tmp_path / "data" / "shards" / DATASET
+    build_shards(shards, n=12, samples_per_shard=4)
+    damage.truncate_half(shards / "train-000001.tar")
+    before = tree_hashes(shards)
+    proc = t2i(tmp_path, "embed", "--data", "data")
+    line = error_line(proc, strict=False)  # model-loading and embed progress bars come first
+    assert f"data/shards/{DATASET}/train-000001.tar" in line
+    assert "truncated" in line
+    assert not (tmp_path / "data" / "embeddings" / DATASET).exists()
+    assert leftovers(tmp_path / "data") == []
+    assert tree_hashes(shards) == before

@@ -1,0 +1,147 @@
+"""Typed params: defaults, the repo's params.yaml, DVC-style overrides, one-line errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from t2i import T2IError
+from t2i.params import DATASETS, Params, load_params
+
+REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+
+
+def error_of(*args, **kw) -> str:
+    with pytest.raises(T2IError) as err:
+        load_params(*args, **kw)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_missing_file_gives_defaults(tmp_path):
+    p = load_params(tmp_path / "nope.yaml")
+    assert p == Params()
+    assert p.dataset == "synthetic-flowers"
+    assert p.synth.num_images == 3000 and p.synth.test_fraction == 0.2
+    assert p.shard.image_format == "png" and p.embed.model == "all-MiniLM-L6-v2"
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("# nothing yet\n")
+    assert load_params(f) == Params()
+
+
+def test_repo_params_yaml_validates():
+    assert REPO_PARAMS.is_file()
+    p = load_params(REPO_PARAMS)
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    dumped = p.model_dump()
+    assert dumped["dataset"] == raw["dataset"]
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                assert dumped[section][key] == value, f"{section}.{key}"
+
+
+def test_partial_file_keeps_other_defaults(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("synth:\n  num_images: 12\n")
+    p = load_params(f)
+    assert p.synth.num_images == 12
+    assert p.synth.render_size == Params().synth.render_size
+    assert p.shard == Params().shard
+
+
+def test_override_string_float_is_coerced(tmp_path):
+    p = load_params(tmp_path / "nope.yaml", ["synth.test_fraction=1e-01"])
+    assert isinstance(p.synth.test_fraction, float) and p.synth.test_fraction == pytest.approx(0.1)
+
+
+def test_string_float_in_file_is_coerced(tmp_path):
+    """``dvc exp run -S`` writes ``1e-01`` into params.yaml, which PyYAML reads as a string."""
+    f = tmp_path / "params.yaml"
+    f.write_text("synth:\n  test_fraction: 1e-01\n")
+    assert yaml.safe_load(f.read_text())["synth"]["test_fraction"] == "1e-01"
+    assert load_params(f).synth.test_fraction == pytest.approx(0.1)
+
+
+def test_overrides_win_over_file_and_apply_in_order(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("shard:\n  image_size: 64\n  image_format: png\n")
+    p = load_params(f, ["shard.image_size=32", "shard.image_format=jpg", "shard.image_size=16",
+                        "embed.model=my-model"])
+    assert p.shard.image_size == 16 and p.shard.image_format == "jpg"
+    assert p.embed.model == "my-model"
+
+
+def test_unknown_key_names_it(tmp_path):
+    msg = error_of(tmp_path / "nope.yaml", ["synth.foo=1"])
+    assert "synth.foo" in msg and "unknown key" in msg
+
+
+def test_unknown_key_in_file_names_it(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("shard:\n  imagesize: 32\n")
+    msg = error_of(f)
+    assert "shard.imagesize" in msg and str(f) in msg
+
+
+def test_unknown_section_names_it(tmp_path):
+    assert "trian" in error_of(tmp_path / "nope.yaml", ["trian.epochs=3"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("synth.num_images=lots", "synth.num_images"),
+    ("synth.seed=1.5", "synth.seed"),
+    ("shard.image_format=gif", "shard.image_format"),
+    ("embed.device=tpu", "embed.device"),
+    ("synth.test_fraction=abc", "synth.test_fraction"),
+])
+def test_wrong_type_names_key(tmp_path, override, key):
+    msg = error_of(tmp_path / "nope.yaml", [override])
+    assert key in msg
+    assert override.split("=")[1] in msg  # and the bad value
+
+
+@pytest.mark.parametrize("override, key", [
+    ("synth.test_fraction=1.5", "synth.test_fraction"),
+    ("synth.test_fraction=0", "synth.test_fraction"),
+    ("synth.num_images=0", "synth.num_images"),
+    ("shard.image_size=4", "shard.image_size"),
+    ("shard.jpeg_quality=101", "shard.jpeg_quality"),
+    ("embed.model=", "embed.model"),
+])
+def test_out_of_range_names_key(tmp_path, override, key):
+    assert key in error_of(tmp_path / "nope.yaml", [override])
+
+
+def test_unknown_dataset_names_it(tmp_path):
+    msg = error_of(tmp_path / "nope.yaml", ["dataset=oxford-103"])
+    assert "oxford-103" in msg and "dataset" in msg
+    assert all(d in msg for d in DATASETS)  # and says what is known
+
+
+@pytest.mark.parametrize("bad", ["synth.num_images", "=3", "synth"])
+def test_malformed_override(tmp_path, bad):
+    assert bad in error_of(tmp_path / "nope.yaml", [bad])
+
+
+def test_override_into_a_value_is_an_error(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("dataset: synthetic-flowers\n")
+    assert "dataset" in error_of(f, ["dataset.x=1"])
+
+
+@pytest.mark.parametrize("text", ["synth: [1, 2\n", "- just\n- a list\n"])
+def test_bad_yaml_is_one_line(tmp_path, text):
+    f = tmp_path / "params.yaml"
+    f.write_text(text)
+    assert str(f) in error_of(f)
+
+
+def test_params_are_frozen():
+    p = Params()
+    with pytest.raises(Exception):
+        p.synth.num_images = 5  # type: ignore[misc]
