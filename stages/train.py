@@ -22,7 +22,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     fixed = next(batches(embedded_urls(src, show), 8, drop_last=False))
     with Timer() as t:
         summary = training_loop(
-            urls, data / "models" / p.dataset, checkpoint_dir=data / "checkpoints" / p.dataset,
+            urls, data / "models" / p.dataset, num_samples=manifest["splits"]["train"]["count"], checkpoint_dir=data / "checkpoints" / p.dataset,
             live_dir=data / "train" / p.dataset, emb_dim=manifest["emb_dim"],
             image_size=manifest["image_size"], text_model=manifest["text_model"],
             sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]],

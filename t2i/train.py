@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import os
 import pickle
 import shutil
 import time
@@ -76,6 +78,32 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict]:
     return G.to(device).eval(), config
 
 
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) under torchrun; (0, 1, device) in a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    if device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    return dist.get_rank(), world, device
+
+
+def average(tensors: list[torch.Tensor], world: int) -> None:
+    """All-reduce mean in place (gradients after backward, BN statistics before saving)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        for t in tensors:
+            dist.all_reduce(t)
+            t.div_(world)
+
+
 def _trim_log(live_dir: Path, step: int) -> None:
     """Drop logged rows after ``step`` (written after the checkpoint a resume starts from)."""
     for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
@@ -92,6 +120,7 @@ def training_loop(
     train_urls: list[str],
     out_dir: Path,
     *,
+    num_samples: int | None = None,
     checkpoint_dir: Path | None = None,
     live_dir: Path | None = None,
     emb_dim: int = 384,
@@ -129,12 +158,19 @@ def training_loop(
 
     ``sample_emb`` (N, D) with ``sample_captions`` gives the fixed captions of the per-epoch
     sample grids (with fixed noise). ``on_step(step)`` is called after every step.
+
+    Under torchrun each rank trains on its own slice of every epoch (``num_samples``, the
+    training-set size, is then required so that all ranks take the same number of steps);
+    gradients are averaged across ranks and only rank 0 writes.
     """
     from t2i.text import pick_device
 
     out_dir = Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir or out_dir)
-    device = pick_device(device)
+    rank, world, device = init_distributed(pick_device(device))
+    if world > 1 and not num_samples:
+        raise T2IError("distributed training needs num_samples (the training-set size)")
+    limit = num_samples // world // batch_size if world > 1 else None  # steps per epoch, all ranks
     if threads > 0:
         torch.set_num_threads(threads)
     # The resolved config: every scalar argument (a resume needs all of them unchanged).
@@ -145,13 +181,14 @@ def training_loop(
     except ValueError as e:
         raise T2IError(f"cannot train on these shards: {e}") from None
     config["model"] = asdict(model_cfg)
+    config["world_size"] = world
 
     torch.manual_seed(seed)
     G, D = build_models(model_cfg)
     G, D = G.to(device), D.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, beta2))
-    g = torch.Generator().manual_seed(seed)  # every random draw of the loop (CPU, so resumable)
+    g = torch.Generator().manual_seed(seed + 100_003 * rank)  # every random draw of the loop
     fixed_z = torch.randn(64, z_dim, generator=torch.Generator().manual_seed(seed + 1))
     step, epoch, step_in_epoch = 0, 0, 0
 
@@ -162,9 +199,14 @@ def training_loop(
         if blob.get("config") == config:
             G.load_state_dict(blob["G"]), D.load_state_dict(blob["D"])
             opt_g.load_state_dict(blob["opt_g"]), opt_d.load_state_dict(blob["opt_d"])
-            g.set_state(blob["rng"])
+            if rank == 0:
+                g.set_state(blob["rng"])
+            else:  # other ranks' streams are not saved: reseed them deterministically
+                g.manual_seed(seed + 100_003 * rank + blob["step"])
             step, epoch, step_in_epoch = blob["step"], blob["epoch"], blob["step_in_epoch"]
             resumed = True
+    if rank != 0:
+        live_dir, sample_emb, progress = None, None, False  # only rank 0 writes
     if live_dir is not None:
         live_dir = Path(live_dir)
         if resumed:
@@ -173,6 +215,9 @@ def training_loop(
             shutil.rmtree(live_dir, ignore_errors=True)
 
     def checkpoint() -> None:
+        average([b for m in (G, D) for b in m.buffers() if b.is_floating_point()], world)
+        if rank != 0:
+            return
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         save_torch({"config": config, "G": G.state_dict(), "D": D.state_dict(),
                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": g.get_state(),
@@ -188,8 +233,9 @@ def training_loop(
     last: dict[str, float] = {}
     while epoch < epochs:
         G.train(), D.train()
-        for i, batch in enumerate(batches(train_urls, batch_size, shuffle=shuffle_buffer, seed=seed,
-                                          epoch=epoch, workers=workers)):
+        stream = batches(train_urls, batch_size, shuffle=shuffle_buffer, seed=seed, epoch=epoch,
+                         workers=workers, rank=rank, world=world)
+        for i, batch in enumerate(itertools.islice(stream, limit)):
             if i < step_in_epoch:
                 continue  # resuming mid-epoch: replay the same order, skip what was done
             real = to_float(batch["image"]).to(device)  # (B, 3, S, S)
@@ -206,6 +252,7 @@ def training_loop(
             loss_d = discriminator_loss(d_real, d_wrong, d_fake, smooth=label_smoothing)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
+            average([p.grad for p in D.parameters()], world)
             opt_d.step()
 
             # (2) update G: fool D, also on interpolated text (GAN-INT), plus optional L1 / FM
@@ -219,12 +266,15 @@ def training_loop(
             loss_g, parts = generator_loss(d_fake, d_int=d_int, fake=fake, real=real, feat_real=feat_real,
                                            feat_fake=feat_fake, int_coef=int_coef, l1_coef=l1_coef,
                                            fm_coef=fm_coef)
-            if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
+            bad = (~torch.isfinite(loss_d) | ~torch.isfinite(loss_g)).float()
+            average([bad], world)  # every rank stops if any rank diverged
+            if bad.item() > 0:
                 where = f"last good checkpoint: {ckpt_path}" if ckpt_path.is_file() else "no checkpoint yet"
                 raise T2IError(f"non-finite loss at step {step + 1} (loss_d={loss_d.item()}, "
                                f"loss_g={loss_g.item()}); stopped, {where}")
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
+            average([p.grad for p in G.parameters()], world)
             opt_g.step()
 
             step += 1
@@ -256,8 +306,9 @@ def training_loop(
     if step == 0:
         raise T2IError(f"no training step ran: fewer than batch_size={batch_size} training images?")
     checkpoint()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_generator(out_dir / GENERATOR, G.cpu(), config)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_generator(out_dir / GENERATOR, G.cpu(), config)
     if live is not None:
         live.end()
     return {"steps": step, "epochs": epoch, "resumed": resumed, **last}

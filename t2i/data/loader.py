@@ -54,22 +54,29 @@ def collate(samples: list[dict]) -> dict:
     }
 
 
-def stream(urls: list[str], *, shuffle: int = 0, seed: int = 0, epoch: int = 0) -> wds.WebDataset:
-    """Decoded samples; with ``shuffle`` > 0, shard order and a buffer shuffled per (seed, epoch)."""
+def stream(urls: list[str], *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
+           rank: int = 0, world: int = 1) -> wds.WebDataset:
+    """Decoded samples; with ``shuffle`` > 0, shard order and a buffer shuffled per (seed, epoch).
+
+    Under DDP (``world`` > 1) every rank reads the same shard order and keeps every
+    ``world``-th sample from ``rank`` on: disjoint slices that differ in size by at most one.
+    """
     urls = list(urls)
     if shuffle:
         random.Random(f"{seed}-{epoch}").shuffle(urls)
-    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node,
+    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None,
                         workersplitter=wds.split_by_worker, empty_check=False)
+    if world > 1:
+        ds = ds.slice(rank, None, world)
     if shuffle:
-        ds = ds.shuffle(shuffle, initial=shuffle, seed=f"{seed}-{epoch}-buffer")
+        ds = ds.shuffle(shuffle, initial=shuffle, seed=f"{seed}-{epoch}-{rank}-buffer")
     return ds.map(decode)
 
 
 def batches(urls: list[str], batch_size: int, *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
-            workers: int = 0, drop_last: bool = True):
+            workers: int = 0, drop_last: bool = True, rank: int = 0, world: int = 1):
     """Iterate batches (see ``collate``); ``workers`` > 0 decodes in DataLoader processes."""
-    ds = stream(urls, shuffle=shuffle, seed=seed, epoch=epoch).batched(
+    ds = stream(urls, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world=world).batched(
         batch_size, collation_fn=collate, partial=not drop_last)
     if workers == 0:
         return iter(ds)
