@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stages import embed, generate, shard, synth, train
+from stages import embed, evaluate, evaluator, generate, shard, synth, train
 from t2i import T2IError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -15,6 +15,8 @@ app.command("synth")(synth.main)
 app.command("shard")(shard.main)
 app.command("embed")(embed.main)
 app.command("train")(train.main)
+app.command("evaluator")(evaluator.main)
+app.command("evaluate")(evaluate.main)
 app.command("generate")(generate.main)
 
 
@@ -28,3 +30,7 @@ def main() -> None:
     except OSError as e:
         print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=N -m stages.cli train
+    main()

@@ -1,6 +1,6 @@
 """A fixed evaluator network for generated images, trained on real TRAIN images only.
 
-A small CNN maps an SxS image in [-1, 1] to a pooled feature vector. On top sit one classifier
+A small CNN maps an SxS image in [-1, 1] to a pooled feature vector. On top sit a classifier
 per attribute (petal colour, centre colour, ... from the samples' meta; the class id when a
 dataset has no attributes) and a projection into the text-embedding space, trained CLIP-style
 against the captions' sentence embeddings. The metrics use all three: attribute accuracy on
@@ -12,6 +12,7 @@ picks and the augmentation, and the loader's shuffle is seeded per epoch.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
@@ -24,20 +25,34 @@ import torch.nn.functional as F
 
 from t2i import T2IError
 from t2i.data.loader import batches
-from t2i.io import atomic_file
+from t2i.io import write_bytes_atomic
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
 CLASS_HEAD = "class"  # the single head of a dataset without attributes
+PATH_TOLERANCE = 0.02  # keep the local head if its train accuracy is at most this much lower
+
+
+def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, k, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 class Evaluator(nn.Module):
     """Image -> pooled features, per-attribute logits and an L2-normalised text-space projection.
 
-    Shapes below are for the default 64x64, feat_dim=256 config.
+    Every attribute has two heads. The *global* head reads the pooled deep features. The *local*
+    head is attention pooling over a 16x16 grid: an attention map from features that see 18 px
+    of a 64 px image picks where to look, and the class scores at each cell come from shallow
+    features that see 10 px.
+    On class-disjoint splits the global head can learn combinations instead of parts ("yellow
+    and orange in the picture" -> orange centre), which fails on unseen combinations; the local
+    head cannot, but it cannot count petals either. After training, ``paths`` keeps the local
+    head for every attribute it fits about as well as the global head (see ``choose_paths``).
+
+    Shapes below are for the default 64x64, feat_dim=256 config; the grid is 16x16 for all sizes.
     """
 
     def __init__(self, attributes: dict[str, list[str]], emb_dim: int, image_size: int = 64,
-                 feat_dim: int = 256) -> None:
+                 feat_dim: int = 256, paths: dict[str, str] | None = None) -> None:
         super().__init__()
         if image_size not in SUPPORTED_IMAGE_SIZES:
             raise T2IError(f"evaluator image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size!r}")
@@ -45,48 +60,64 @@ class Evaluator(nn.Module):
             raise T2IError("the evaluator needs at least one attribute (or class) to classify")
         self.attributes = {k: list(v) for k, v in attributes.items()}
         self.emb_dim, self.image_size, self.feat_dim = emb_dim, image_size, feat_dim
+        self.paths = dict(paths) if paths is not None else {k: "global" for k in self.attributes}
+        if self.paths.keys() != self.attributes.keys() or not set(self.paths.values()) <= {"local", "global"}:
+            raise T2IError(f"evaluator paths {self.paths} must map each attribute to 'local' or 'global'")
 
-        # One conv block per halving, down to a 4x4 map: 64x64 -> widths [32, 64, 128, 256].
-        n_blocks = int(math.log2(image_size)) - 2
-        widths = [max(feat_dim >> (n_blocks - 1 - i), 16) for i in range(n_blocks)]
-        layers: list[nn.Module] = []
-        c_in = 3
-        for c_out in widths:  # (B, 3, 64, 64) -> (B, 32, 32, 32) -> ... -> (B, 256, 4, 4)
-            layers += [
-                nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            c_in = c_out
-        layers += [  # (B, 256, 4, 4) -> (B, feat_dim, 4, 4)
-            nn.Conv2d(c_in, feat_dim, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(feat_dim),
-            nn.ReLU(inplace=True),
-        ]
-        self.net = nn.Sequential(*layers)
-        self.heads = nn.ModuleDict({k: nn.Linear(feat_dim, len(v)) for k, v in self.attributes.items()})
-        self.proj = nn.Linear(feat_dim, emb_dim)
+        # Stride-2 convs down to the 16x16 grid: (B, 3, 64, 64) -> (B, 32, 32, 32) -> (B, 64, 16, 16)
+        n_stem = int(math.log2(image_size)) - 4
+        stem: list[nn.Module] = []
+        for i in range(n_stem):
+            stem += conv_bn(3 if i == 0 else 32, 32 if i < n_stem - 1 else 64, k=4, stride=2)
+        self.stem = nn.Sequential(*stem)
+        self.mid = nn.Sequential(*conv_bn(64, 128))  # (B, 128, 16, 16)
+        self.deep = nn.Sequential(  # (B, 128, 16, 16) -> (B, 256, 8, 8) -> (B, feat_dim, 4, 4)
+            nn.MaxPool2d(2), *conv_bn(128, 256), nn.MaxPool2d(2), *conv_bn(256, feat_dim))
+
+        K = {k: len(v) for k, v in self.attributes.items()}
+        self.global_heads = nn.ModuleDict({k: nn.Linear(2 * feat_dim, n) for k, n in K.items()})
+        self.local_scores = nn.ModuleDict({k: nn.Conv2d(64, n, 1) for k, n in K.items()})
+        self.attend = nn.ModuleDict({k: nn.Conv2d(128, 1, 1) for k in K})
+        self.proj = nn.Linear(2 * feat_dim, emb_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
 
     @property
     def config(self) -> dict:
-        return {"attributes": self.attributes, "emb_dim": self.emb_dim,
-                "image_size": self.image_size, "feat_dim": self.feat_dim}
+        return {"attributes": self.attributes, "emb_dim": self.emb_dim, "image_size": self.image_size,
+                "feat_dim": self.feat_dim, "paths": self.paths}
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) in [-1, 1] -> (B, feat_dim), global average pooled."""
+    def _check(self, x: torch.Tensor) -> None:
         if x.shape[-2:] != (self.image_size, self.image_size):
             raise T2IError(f"evaluator expects {self.image_size}x{self.image_size} images, "
                            f"got {tuple(x.shape[-2:])}")
-        return self.net(x).mean(dim=(2, 3))  # (B, feat_dim, 4, 4) -> (B, feat_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [-1, 1] -> (B, feat_dim): the average pooled deep features."""
+        self._check(x)
+        return self.deep(self.mid(self.stem(x))).mean(dim=(2, 3))  # (B, feat_dim, 4, 4) -> (B, feat_dim)
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
+        """Average and max pooled deep features (B, 2 * feat_dim) and both heads' logits,
+        ({attr: (B, K)} local, {attr: (B, K)} global)."""
+        self._check(x)
+        shallow = self.stem(x)  # (B, 64, 16, 16)
+        mid = self.mid(shallow)  # (B, 128, 16, 16)
+        deep = self.deep(mid)  # (B, feat_dim, 4, 4)
+        pooled = torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)  # (B, 2 * feat_dim)
+        local, glob = {}, {}
+        for k in self.attributes:
+            weights = self.attend[k](mid).flatten(1).softmax(dim=1)  # (B, 256)
+            scores = self.local_scores[k](shallow).flatten(2)  # (B, K, 256)
+            local[k] = (scores * weights[:, None]).sum(-1)  # (B, K)
+            glob[k] = self.global_heads[k](pooled)  # (B, K)
+        return pooled, local, glob
 
     def forward(self, x: torch.Tensor) -> dict:
-        feat = self.features(x)  # (B, feat_dim)
+        pooled, local, glob = self.heads(x)
         return {
-            "logits": {k: head(feat) for k, head in self.heads.items()},  # {attr: (B, K)}
-            "proj": F.normalize(self.proj(feat), dim=-1),  # (B, emb_dim)
-            "features": feat,
+            "logits": {k: local[k] if self.paths[k] == "local" else glob[k] for k in self.attributes},
+            "proj": F.normalize(self.proj(pooled), dim=-1),  # (B, emb_dim)
+            "features": pooled[:, :self.feat_dim],  # (B, feat_dim), the average pooled half
         }
 
 
@@ -165,9 +196,35 @@ def _scan(urls: list[str]) -> tuple[list[dict], int, int]:
     return metas, size, emb_dim
 
 
-def train_evaluator(train_urls: list[str], out_path: str | os.PathLike, *, epochs: int = 8,
-                    batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
-                    threads: int = 0, augment: bool = True, progress: bool = True) -> dict:
+@torch.no_grad()
+def choose_paths(model: Evaluator, urls: list[str], batch_size: int, device: str,
+                 tolerance: float = PATH_TOLERANCE) -> dict[str, dict[str, float]]:
+    """Set ``model.paths``: local for each attribute whose local head fits the training images
+    within ``tolerance`` of the global head's accuracy, else global. Returns both accuracies.
+
+    The training images are all the evidence there is (test combinations must stay unseen), and
+    there the shortcut of the global head is exactly right; so prefer the head that cannot take it
+    whenever it explains the data about as well.
+    """
+    model.eval()
+    hits = {k: {"local": 0, "global": 0, "n": 0} for k in model.attributes}
+    for b in batches(urls, batch_size, drop_last=False):
+        _, local, glob = model.heads(to_float(b["image"]).to(device))
+        for k, y in attribute_labels(b["meta"], model.attributes).items():
+            y = y.to(device)
+            known = y >= 0
+            hits[k]["local"] += (local[k].argmax(1) == y)[known].sum().item()
+            hits[k]["global"] += (glob[k].argmax(1) == y)[known].sum().item()
+            hits[k]["n"] += known.sum().item()
+    acc = {k: {p: h[p] / max(h["n"], 1) for p in ("local", "global")} for k, h in hits.items()}
+    model.paths = {k: "local" if a["local"] >= a["global"] - tolerance else "global" for k, a in acc.items()}
+    return acc
+
+
+def train_evaluator(train_urls: list[str], out_path: str | os.PathLike, *, epochs: int = 12,
+                    batch_size: int = 64, lr: float = 2e-3, seed: int = 0, device: str = "cpu",
+                    threads: int = 0, augment: bool = True, feat_dim: int = 256,
+                    progress: bool = True) -> dict:
     """Train an Evaluator on real training images; save it atomically to ``out_path``."""
     if epochs < 1:
         raise T2IError(f"evaluator epochs must be >= 1, got {epochs}")
@@ -184,37 +241,39 @@ def train_evaluator(train_urls: list[str], out_path: str | os.PathLike, *, epoch
         attributes = discover_attributes(metas)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = Evaluator(attributes, emb_dim, image_size=size).to(device)
+            model = Evaluator(attributes, emb_dim, image_size=size, feat_dim=feat_dim).to(device)
         batch_size = min(batch_size, len(metas))
         steps_per_epoch = len(metas) // batch_size
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
+        total = epochs * steps_per_epoch
+        warmup = max(1, total // 10)  # linear warm-up, then cosine decay to 0
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + math.cos(math.pi * i / total))))
         gen = torch.Generator().manual_seed(seed)
         shift = max(1, size // 16)
-        model.train()
         for epoch in range(epochs):
-            totals = {"loss": 0.0, "clip": 0.0, **{k: 0.0 for k in attributes}}
-            seen = steps = 0
-            for b in batches(train_urls, batch_size, shuffle=1000, seed=seed, epoch=epoch,
-                             drop_last=True):
-                if steps == steps_per_epoch:
-                    break  # the schedule's budget (every full batch is yielded anyway)
+            model.train()
+            totals = {"loss": 0.0, "clip": 0.0}
+            seen = 0
+            for step, b in enumerate(batches(train_urls, batch_size, shuffle=1000, seed=seed,
+                                             epoch=epoch, drop_last=True)):
+                if step == steps_per_epoch:
+                    break  # the schedule's budget (the stream yields no more full batches anyway)
                 x = to_float(b["image"])  # (B, 3, S, S)
                 if augment:
                     x = shift_flip(x, gen, shift)
                 B, C, _ = b["emb"].shape
-                pick = torch.randint(0, C, (B,), generator=gen)
+                pick = torch.randint(0, C, (B,), generator=gen)  # one caption per image
                 txt = F.normalize(b["emb"][torch.arange(B), pick], dim=-1)  # (B, D)
                 labels = attribute_labels(b["meta"], attributes)
 
-                out = model(x.to(device))
-                clip = clip_loss(out["proj"], txt.to(device), model.logit_scale)
+                pooled, local, glob = model.heads(x.to(device))
+                clip = clip_loss(F.normalize(model.proj(pooled), dim=-1), txt.to(device), model.logit_scale)
                 loss = clip
-                for k, logits in out["logits"].items():
+                for k in attributes:  # both heads learn every attribute on their own
                     y = labels[k].to(device)
-                    loss = loss + F.cross_entropy(logits, y, ignore_index=-1)
-                    totals[k] += (logits.argmax(1) == y).sum().item()
+                    loss = loss + F.cross_entropy(local[k], y, ignore_index=-1)
+                    loss = loss + F.cross_entropy(glob[k], y, ignore_index=-1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -222,23 +281,26 @@ def train_evaluator(train_urls: list[str], out_path: str | os.PathLike, *, epoch
                 totals["loss"] += loss.item() * B
                 totals["clip"] += clip.item() * B
                 seen += B
-                steps += 1
-            summary = {k: v / max(seen, 1) for k, v in totals.items()}
             if progress:
-                accs = " ".join(f"{k}={summary[k]:.3f}" for k in attributes)
-                print(f"evaluator epoch {epoch + 1}/{epochs}: loss={summary['loss']:.3f} "
-                      f"clip={summary['clip']:.3f} train acc {accs}", file=sys.stderr)
-        model.eval()
-        with atomic_file(out_path) as tmp:
-            torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp)
+                print(f"evaluator epoch {epoch + 1}/{epochs}: loss={totals['loss'] / seen:.3f} "
+                      f"clip={totals['clip'] / seen:.3f}", file=sys.stderr)
+        train_acc = choose_paths(model, train_urls, 256, device)
+        if progress:
+            for k, a in train_acc.items():
+                print(f"evaluator {k}: train acc local={a['local']:.3f} global={a['global']:.3f} "
+                      f"-> {model.paths[k]}", file=sys.stderr)
+        buf = io.BytesIO()  # torch.save names the archive after the file; a buffer keeps bytes stable
+        torch.save({"config": model.config, "state_dict": model.state_dict()}, buf)
+        write_bytes_atomic(out_path, buf.getvalue())
         return {
             "out": str(out_path),
             "n_train": len(metas),
             "epochs": epochs,
             "seconds": round(time.perf_counter() - start, 1),
             "attributes": {k: len(v) for k, v in attributes.items()},
-            "final_loss": summary["loss"],
-            "train_acc": {k: summary[k] for k in attributes},
+            "paths": dict(model.paths),
+            "final_loss": totals["loss"] / seen,
+            "train_acc": train_acc,
         }
     finally:
         torch.set_num_threads(old_threads)

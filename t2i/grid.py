@@ -1,36 +1,93 @@
-"""Image grids with optional caption labels, for sample PNGs."""
+"""Image grids with a caption strip per row (per-epoch samples, evaluation grids, ``t2i generate``)."""
 
 from __future__ import annotations
 
-import textwrap
+import os
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from t2i import T2IError
+from t2i.io import atomic_file
+
+PAD = 2  # pixels between grid cells
+LABEL_WIDTH = 256  # pixels of the caption strip left of each grid row
+TEXT, BACKGROUND = (20, 20, 20), (255, 255, 255)
+
+
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, S, S) float in [-1, 1] (or uint8) -> uint8."""
+    """uint8 images pass through; float images in [-1, 1] -> uint8 [0, 255]."""
     if images.dtype == torch.uint8:
         return images
-    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def make_grid(images: torch.Tensor, nrow: int, labels: list[str] | None = None, pad: int = 2,
-              label_width: int = 200) -> Image.Image:
-    """Tile ``images`` ``nrow`` per row; ``labels[r]`` is drawn in a strip left of row ``r``."""
-    images = to_uint8(images).cpu()
-    n, _, h, w = images.shape
-    rows = (n + nrow - 1) // nrow
-    left = label_width if labels else 0
-    grid = Image.new("RGB", (left + nrow * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
-    for i in range(n):
-        tile = Image.fromarray(images[i].permute(1, 2, 0).numpy(), "RGB")
-        grid.paste(tile, (left + pad + (i % nrow) * (w + pad), pad + (i // nrow) * (h + pad)))
-    if labels:
-        pen, font = ImageDraw.Draw(grid), ImageFont.load_default()
-        chars = max(8, label_width // 6)
-        lines_fit = max(1, (h + pad) // 11)
-        for r, text in enumerate(labels[:rows]):
-            wrapped = textwrap.wrap(text, chars)[:lines_fit]
-            pen.multiline_text((4, pad + r * (h + pad) + 2), "\n".join(wrapped), fill=(0, 0, 0), font=font, spacing=1)
-    return grid
+def _wrap(text: str, font, width: int) -> list[str]:
+    """Greedy word wrap of ``text`` to lines at most ``width`` pixels wide."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _text_block(text: str, width: int, height: int, font) -> Image.Image:
+    """A white ``width`` x ``height`` tile with ``text`` wrapped to fit; lines that don't fit are cut."""
+    tile = Image.new("RGB", (width, height), BACKGROUND)
+    line_h = font.getbbox("Ay")[3] + 2
+    lines = _wrap(text, font, width - 2 * PAD)
+    fit = max(1, (height - PAD) // line_h)
+    if len(lines) > fit:
+        lines = lines[:fit]
+        lines[-1] += " ..."
+    pen = ImageDraw.Draw(tile)
+    for i, line in enumerate(lines):
+        pen.text((PAD, PAD + i * line_h), line, fill=TEXT, font=font)
+    return tile
+
+
+def make_grid(images: torch.Tensor, nrow: int, labels: list[str] | None = None,
+              label_width: int = LABEL_WIDTH) -> Image.Image:
+    """Tile (N, 3, S, S) images, ``nrow`` per row, with an optional caption strip per row."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise T2IError(f"make_grid expects (N, 3, S, S) images, got shape {tuple(images.shape)}")
+    if nrow < 1:
+        raise T2IError(f"make_grid nrow must be >= 1, got {nrow}")
+    pixels = to_uint8(images).cpu().permute(0, 2, 3, 1).contiguous().numpy()  # (N, S, S, 3)
+    n, h, w = pixels.shape[:3]
+    rows = -(-n // nrow)
+    if labels is not None and len(labels) != rows:
+        raise T2IError(f"make_grid got {len(labels)} labels for {rows} rows")
+    left = label_width + PAD if labels is not None else 0
+    canvas = Image.new("RGB", (left + nrow * (w + PAD) + PAD, rows * (h + PAD) + PAD), BACKGROUND)
+    font = ImageFont.load_default()
+    for r in range(rows):
+        y = PAD + r * (h + PAD)
+        if labels is not None:
+            canvas.paste(_text_block(labels[r], label_width, h, font), (PAD, y))
+        for c in range(min(nrow, n - r * nrow)):
+            canvas.paste(Image.fromarray(pixels[r * nrow + c]), (left + PAD + c * (w + PAD), y))
+    return canvas
+
+
+def add_header(image: Image.Image, lines: list[str]) -> Image.Image:
+    """``image`` below a text header: each of ``lines`` wrapped to the image width."""
+    font = ImageFont.load_default()
+    line_h = font.getbbox("Ay")[3] + 2
+    wrapped = [line for text in lines for line in _wrap(text, font, image.width - 2 * PAD)]
+    header = Image.new("RGB", (image.width, len(wrapped) * line_h + 2 * PAD), BACKGROUND)
+    pen = ImageDraw.Draw(header)
+    for i, line in enumerate(wrapped):
+        pen.text((PAD, PAD + i * line_h), line, fill=TEXT, font=font)
+    out = Image.new("RGB", (image.width, header.height + image.height), BACKGROUND)
+    out.paste(header, (0, 0))
+    out.paste(image, (0, header.height))
+    return out
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> None:
+    with atomic_file(path) as tmp:
+        image.save(tmp, format="PNG")

@@ -75,6 +75,18 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """torch.save, atomically and byte-reproducibly: saving to a file would name the zip's
+    records after the temporary file, so the bytes would differ from run to run."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
 def dump_json(obj) -> bytes:
     """Canonical JSON bytes: sorted keys, so equal objects give equal bytes."""
     return (json.dumps(obj, sort_keys=True, indent=1) + "\n").encode()

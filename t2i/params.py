@@ -74,12 +74,39 @@ class TrainParams(Section):
     log_every: int = Field(10, ge=1)
 
 
+class EvaluatorParams(Section):
+    """The fixed evaluator network (trained on real training images only)."""
+
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: int = Field(0, ge=0)
+    augment: bool = True
+    feat_dim: int = Field(256, ge=8)
+
+
+class EvaluateParams(Section):
+    metrics: list[str] = ["attribute_accuracy", "r_precision", "frechet_distance", "inception"]
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+    max_images: int | None = Field(None, ge=2)  # None: the whole test split
+    grid_captions: int = Field(8, ge=1)
+    grid_noise: int = Field(8, ge=1)
+    inception_weights: str | None = None  # local torch-fidelity InceptionV3 weights file
+    online: bool = False  # let torch-fidelity download its weights
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+
+
 class Params(Section):
     dataset: str = "synthetic-flowers"
     synth: SynthParams = SynthParams()
     shard: ShardParams = ShardParams()
     embed: EmbedParams = EmbedParams()
     train: TrainParams = TrainParams()
+    evaluator: EvaluatorParams = EvaluatorParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @field_validator("dataset")
     @classmethod

@@ -8,7 +8,6 @@ last one and, on CPU, ends with exactly the weights an uninterrupted run would h
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import os
 import pickle
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 from t2i import T2IError
 from t2i.data.loader import batches
-from t2i.io import atomic_file, write_bytes_atomic
+from t2i.io import atomic_file, save_torch
 from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings
 from t2i.models import Generator, ModelConfig, build_models
 
@@ -49,14 +48,6 @@ def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div(127.5).sub(1.0)  # uint8 [0, 255] -> float [-1, 1]
-
-
-def save_torch(obj, path: Path) -> None:
-    """torch.save, atomically and byte-reproducibly (a file target would name the zip's records
-    after the temporary file name)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes_atomic(path, buf.getvalue())
 
 
 def save_generator(path: Path, G: Generator, config: dict) -> None:

@@ -18,6 +18,8 @@ TINY = {
     "embed": {"batch_size": 64},
     "train": {"epochs": 1, "batch_size": 8, "ngf": 8, "ndf": 8, "z_dim": 16, "proj_dim": 16, "threads": 1,
               "shuffle_buffer": 32},
+    "evaluator": {"epochs": 1, "batch_size": 8, "threads": 1},
+    "evaluate": {"batch_size": 16, "grid_captions": 2, "grid_noise": 2},
 }
 
 
@@ -28,21 +30,36 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def make_project(where: Path) -> Path:
+def make_project(where: Path, git: bool = False) -> Path:
     where.mkdir()
     for name in ("t2i", "stages"):
         shutil.copytree(ROOT / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", where / "dvc.yaml")
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     (where / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc(where, "init", "--no-scm", "-q")
+    if git:
+        shutil.copy(ROOT / ".gitignore", where / ".gitignore")
+        run(where, "git", "init", "-q")
+        dvc(where, "init", "-q")
+        run(where, "git", "add", "-A")
+        run(where, "git", "commit", "-qm", "tiny project")
+    else:
+        dvc(where, "init", "--no-scm", "-q")
     return where
+
+
+GIT_ID = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+          for what, value in (("NAME", "t2i tests"), ("EMAIL", "tests@t2i.invalid"))}
+
+
+def run(cwd: Path, *cmd: str) -> None:
+    subprocess.run(cmd, cwd=cwd, check=True, env={**os.environ, **GIT_ID})
 
 
 def dvc(cwd: Path, *args: str) -> str:
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1",
-           "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **GIT_ID, "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+           "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
     return r.stdout + r.stderr
@@ -57,7 +74,7 @@ def outs(lock: Path) -> dict:
 def project(tmp_path_factory) -> Path:
     p = make_project(tmp_path_factory.mktemp("e2e") / "a")
     log = dvc(p, "repro")
-    for stage in ("synth", "shard", "embed", "train"):
+    for stage in ("synth", "shard", "embed", "train", "evaluator", "evaluate"):
         assert f"Running stage '{stage}'" in log
     return p
 
@@ -69,7 +86,8 @@ def test_repro_builds_shards_and_embeddings(project):
     embedded = sorted((data / "embeddings/synthetic-flowers").glob("*.tar"))
     assert shards and [p.name for p in shards] == [p.name for p in embedded]
     lock = outs(project / "dvc.lock")
-    assert set(lock) == {f"data/{d}/synthetic-flowers" for d in ("raw", "shards", "embeddings", "models", "train", "checkpoints")}
+    assert set(lock) == {f"data/{d}/synthetic-flowers" for d in ("raw", "shards", "embeddings", "models", "train", "checkpoints", "evaluator")} | {
+        f"data/eval/synthetic-flowers/{f}" for f in ("grid.png", "interpolation.png", "metrics.json")}
     assert (data / "models/synthetic-flowers/generator.pt").is_file()
     assert (data / "train/synthetic-flowers/samples/epoch_001.png").is_file()
 
@@ -96,3 +114,15 @@ def test_image_size_change_reruns_from_shard_on(project, tmp_path):
     log = dvc(copy, "repro")
     assert "Running stage 'synth'" not in log
     assert "Running stage 'shard'" in log and "Running stage 'embed'" in log and "Running stage 'train'" in log
+
+
+def test_exp_run_reads_string_floats(tmp_path):
+    """`dvc exp run -S train.lr=1e-03`: PyYAML reads 1e-03 as a string; the stage gets a float."""
+    project = make_project(tmp_path / "exp", git=True)
+    dvc(project, "repro")
+    log = dvc(project, "exp", "run", "-S", "train.lr=1e-03")
+    assert "Running stage 'train'" in log and "Running stage 'synth'" not in log
+    import torch
+
+    config = torch.load(project / "data/models/synthetic-flowers/generator.pt", weights_only=True)["config"]
+    assert config["lr"] == 0.001 and isinstance(config["lr"], float)

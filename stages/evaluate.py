@@ -1,0 +1,32 @@
+"""``t2i evaluate``: score the generator on test captions -> data/eval/<dataset>/metrics.json + PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
+from t2i.data import embedding_dir
+
+
+def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = None, data: DataDir = Path("data")) -> None:
+    """Attribute accuracy, R-precision, Frechet distances; sample grid and interpolation strip."""
+    p = params(params_file, overrides)
+    cfg = p.evaluate
+    from t2i import metrics
+    from t2i.data.loader import embedded_urls
+    from t2i.evaluate import evaluate
+    from t2i.evaluator import load_evaluator
+    from t2i.text import pick_device
+    from t2i.train import load_generator
+
+    metrics.get(cfg.metrics)  # unknown names fail before any work
+    device = pick_device(cfg.device)
+    generator, _ = load_generator(data / "models" / p.dataset / "generator.pt", device)
+    evaluator = load_evaluator(data / "evaluator" / p.dataset / "evaluator.pt", device)
+    out = data / "eval" / p.dataset
+    with Timer() as t:
+        result = evaluate(generator, evaluator, embedded_urls(embedding_dir(data, p.dataset), "test"), out,
+                          **cfg.model_dump(exclude={"device"}), device=device)
+    headline = {k: round(v, 3) for k, v in result.items() if isinstance(v, float) and "/" in k and k.endswith("fake")}
+    done("evaluate", t.seconds, f"{json.dumps(headline)} -> {out / 'metrics.json'}")

@@ -1,0 +1,144 @@
+"""Evaluate a generator on the test split: metrics.json plus a sample grid and a GAN-INT strip.
+
+One image is generated per test image, from one of its captions (picked with the seed) and
+seeded noise, so a rerun with the same seed gives the same images and the same numbers. The
+metric registry (``t2i.metrics``) is checked before any work is done.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from t2i import T2IError
+from t2i.data.loader import batches
+from t2i.evaluator import Evaluator, to_float
+from t2i.grid import add_header, make_grid, save_png
+from t2i.io import write_json_atomic
+from t2i.metrics import EvalContext, MetricSkipped, get
+from t2i.models import Generator
+
+INTERP_STEPS = 8
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def read_split(urls: list[str], batch_size: int, max_images: int | None) -> dict:
+    """The test split in order: images uint8 (N, 3, S, S), emb (N, C, D), captions, meta."""
+    images, embs, captions, meta = [], [], [], []
+    n = 0
+    for b in batches(urls, batch_size, drop_last=False):
+        take = len(b["meta"]) if max_images is None else min(len(b["meta"]), max_images - n)
+        images.append(b["image"][:take])
+        embs.append(b["emb"][:take])
+        captions += b["captions"][:take]
+        meta += b["meta"][:take]
+        n += take
+        if max_images is not None and n >= max_images:
+            break
+    if n < 2:
+        raise T2IError(f"evaluation needs at least 2 test images, got {n} from {len(urls)} shard(s)")
+    return {"image": torch.cat(images), "emb": torch.cat(embs), "captions": captions, "meta": meta}
+
+
+def _class_key(meta: dict, i: int):
+    return ("class", meta["class_id"]) if "class_id" in meta else ("image", i)
+
+
+def pick_distinct(meta: list[dict], k: int, gen: torch.Generator) -> list[int]:
+    """``k`` image indices in a seeded order, preferring images of classes not picked yet."""
+    order = torch.randperm(len(meta), generator=gen).tolist()
+    seen, first, rest = set(), [], []
+    for i in order:
+        key = _class_key(meta[i], i)
+        (rest if key in seen else first).append(i)
+        seen.add(key)
+    return (first + rest)[:k]
+
+
+@torch.no_grad()
+def generate(generator: Generator, z: torch.Tensor, emb: torch.Tensor, device: str,
+             batch_size: int) -> torch.Tensor:
+    """G(z, emb) in batches -> (N, 3, S, S) float in [-1, 1] on the CPU."""
+    return torch.cat([generator(zb.to(device), eb.to(device)).cpu()
+                      for zb, eb in zip(z.split(batch_size), emb.split(batch_size))])
+
+
+def _check(generator: Generator, evaluator: Evaluator, data: dict) -> None:
+    size, dim = data["image"].shape[-1], data["emb"].shape[-1]
+    cfg = generator.cfg
+    if cfg.image_size != size:
+        raise T2IError(f"generator makes {cfg.image_size}x{cfg.image_size} images but the test split is {size}x{size}")
+    if evaluator.image_size != size:
+        raise T2IError(f"evaluator expects {evaluator.image_size}x{evaluator.image_size} images "
+                       f"but the test split is {size}x{size}")
+    if cfg.emb_dim != dim:
+        raise T2IError(f"generator expects emb_dim {cfg.emb_dim} but the test embeddings have {dim}")
+    if evaluator.emb_dim != dim:
+        raise T2IError(f"evaluator expects emb_dim {evaluator.emb_dim} but the test embeddings have {dim}")
+
+
+@torch.no_grad()
+def evaluate(generator: Generator, evaluator: Evaluator, test_urls: list[str], out_dir: str | os.PathLike,
+             *, metrics: list[str], seed: int = 0, device: str = "cpu", batch_size: int = 64,
+             max_images: int | None = None, grid_captions: int = 8, grid_noise: int = 8,
+             inception_weights: str | None = None, online: bool = False) -> dict:
+    """Score ``generator`` on the test split; write metrics.json, grid.png, interpolation.png."""
+    fns = get(list(metrics))
+    for name, value, low in (("batch_size", batch_size, 1), ("grid_captions", grid_captions, 1),
+                             ("grid_noise", grid_noise, 1), ("max_images", max_images, 2)):
+        if value is not None and value < low:
+            raise T2IError(f"evaluate {name} must be >= {low}, got {value}")
+    out_dir = Path(out_dir)
+    data = read_split(test_urls, batch_size, max_images)
+    _check(generator, evaluator, data)
+    N, C, _ = data["emb"].shape
+
+    was_training = generator.training
+    generator.eval()
+    evaluator.eval()
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        pick = torch.randint(0, C, (N,), generator=gen)  # one caption per test image
+        emb = data["emb"][torch.arange(N), pick]  # (N, D)
+        z = torch.randn(N, generator.cfg.z_dim, generator=gen)  # (N, z_dim)
+        fake = generate(generator, z, emb, device, batch_size)  # (N, 3, S, S)
+
+        ctx = EvalContext(evaluator=evaluator, real=to_float(data["image"]), fake=fake, emb=emb,
+                          all_emb=data["emb"], meta=data["meta"], seed=seed, device=device,
+                          batch_size=batch_size, inception_weights=inception_weights, online=online)
+        results: dict = {"n_images": N, "n_captions_per_image": C, "seed": seed}
+        skipped: dict[str, str] = {}
+        for name, fn in zip(metrics, fns):
+            try:
+                results.update(fn(ctx))
+            except MetricSkipped as e:
+                skipped[name] = str(e)
+        results["skipped"] = skipped
+
+        # Grid: rows = test captions (distinct classes first), columns = shared noise vectors.
+        rows = pick_distinct(data["meta"], grid_captions, gen)
+        z_cols = torch.randn(grid_noise, generator.cfg.z_dim, generator=gen)  # (grid_noise, z_dim)
+        grid_z = z_cols.repeat(len(rows), 1)  # (rows * grid_noise, z_dim)
+        grid_emb = emb[rows].repeat_interleave(grid_noise, dim=0)  # (rows * grid_noise, D)
+        labels = [data["captions"][i][pick[i]] for i in rows]
+        grid = make_grid(generate(generator, grid_z, grid_emb, device, batch_size), grid_noise, labels)
+
+        # GAN-INT: one noise vector, caption embeddings interpolated between two classes.
+        a, b = pick_distinct(data["meta"], 2, gen)
+        t = torch.linspace(0, 1, INTERP_STEPS)[:, None]  # (steps, 1)
+        interp_emb = (1 - t) * emb[a] + t * emb[b]  # (steps, D)
+        interp_z = torch.randn(1, generator.cfg.z_dim, generator=gen).expand(INTERP_STEPS, -1)
+        strip = make_grid(generate(generator, interp_z, interp_emb, device, batch_size), INTERP_STEPS)
+        strip = add_header(strip, [f"left: {data['captions'][a][pick[a]]}",
+                                    f"right: {data['captions'][b][pick[b]]}"])
+    finally:
+        generator.train(was_training)
+
+    save_png(grid, out_dir / "grid.png")
+    save_png(strip, out_dir / "interpolation.png")
+    write_json_atomic(out_dir / "metrics.json", results)
+    return results

@@ -1,0 +1,80 @@
+"""Evaluation metrics, one module each, registered by name.
+
+A metric is ``fn(ctx: EvalContext) -> dict[str, float]``. It may raise ``MetricSkipped(reason)``
+when it cannot run here (a missing optional package, no weights offline); the evaluate loop
+records the reason instead of a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from t2i import T2IError
+
+Metric = Callable[["EvalContext"], dict[str, float]]
+METRICS: dict[str, Metric] = {}
+
+
+class MetricSkipped(Exception):
+    """Raised by a metric that cannot run in this environment; the message says why."""
+
+
+def register(name: str) -> Callable[[Metric], Metric]:
+    def deco(fn: Metric) -> Metric:
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is registered twice")
+        METRICS[name] = fn
+        return fn
+    return deco
+
+
+def get(names: list[str]) -> list[Metric]:
+    """The metrics called ``names``, in order; every name is checked before any is returned."""
+    for name in names:
+        if name not in METRICS:
+            raise T2IError(f"unknown metric {name!r} (known: {', '.join(sorted(METRICS))})")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise T2IError(f"metric {dup!r} is listed twice")
+    return [METRICS[name] for name in names]
+
+
+@dataclass
+class EvalContext:
+    """Everything a metric may look at. Images are float in [-1, 1], fake[i] drawn from emb[i]."""
+
+    evaluator: torch.nn.Module
+    real: torch.Tensor  # (N, 3, S, S) test images
+    fake: torch.Tensor  # (N, 3, S, S) generated images
+    emb: torch.Tensor  # (N, D) the caption embedding fake[i] was generated from
+    all_emb: torch.Tensor  # (N, C, D) every caption embedding of test image i
+    meta: list[dict]
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 64
+    inception_weights: str | None = None  # torch-fidelity InceptionV3 weights file
+    online: bool = False  # may torch-fidelity download its weights?
+    _outputs: dict = field(default_factory=dict, repr=False)
+
+    @torch.no_grad()
+    def outputs(self, which: str) -> dict:
+        """The evaluator's outputs on ``which`` ("real" or "fake"), computed once and cached.
+
+        Returns {"logits": {attr: (N, K)}, "proj": (N, emb_dim), "features": (N, feat_dim)}.
+        """
+        if which not in self._outputs:
+            images = {"real": self.real, "fake": self.fake}[which]
+            parts = [self.evaluator(x.to(self.device)) for x in images.split(self.batch_size)]
+            self._outputs[which] = {
+                "logits": {k: torch.cat([p["logits"][k] for p in parts]).cpu() for k in parts[0]["logits"]},
+                "proj": torch.cat([p["proj"] for p in parts]).cpu(),
+                "features": torch.cat([p["features"] for p in parts]).cpu(),
+            }
+        return self._outputs[which]
+
+
+# Importing the metric modules registers them.
+from t2i.metrics import attribute_accuracy, frechet_distance, inception, r_precision  # noqa: E402,F401

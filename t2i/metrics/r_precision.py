@@ -1,0 +1,66 @@
+"""R-precision (AttnGAN, Xu et al. 2018) with the evaluator as the image-text scorer.
+
+For each image: its own caption embedding against up to 99 mismatched captions, drawn (seeded)
+from test images of other classes. The score is the cosine between the evaluator's image
+projection and the L2-normalised caption embedding; an image counts as a hit when its own
+caption scores highest (R = 1: one true caption). Reported for fake and real images, which see
+the same candidates, and two baselines:
+
+- ``chance`` = 1 / (number of candidates): a scorer that ranks the candidates at random.
+- ``shuffled_real``: each image's candidates scored against a random *other* real test image.
+  Since no negative shares the true caption's class, any image of the right class tends to
+  win, so a generator that ignores the text but draws realistic flowers of one frequent class,
+  or at random, lands near this (about the chance that two test images share a class), not
+  near ``chance``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from t2i.metrics import EvalContext, MetricSkipped, register
+
+MISMATCHED = 99
+
+
+def candidates(ctx: EvalContext) -> torch.Tensor:
+    """(N, 1 + M, D) caption embeddings per image: its own first, then M <= 99 mismatched."""
+    N, C, _ = ctx.all_emb.shape
+    # Images without a class id count as a class of their own.
+    keys = [("class", m["class_id"]) if "class_id" in m else ("image", i) for i, m in enumerate(ctx.meta)]
+    ids = {k: n for n, k in enumerate(dict.fromkeys(keys))}
+    cls = torch.tensor([ids[k] for k in keys])  # (N,)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    n_other = N - torch.bincount(cls)[cls]  # (N,) images of other classes
+    if n_other.min() == 0:
+        raise MetricSkipped("r_precision needs test images of at least two classes")
+    m = min(MISMATCHED, int(n_other.min()))
+    rows = []
+    for i in range(N):
+        others = (cls != cls[i]).nonzero().flatten()
+        j = others[torch.randperm(len(others), generator=gen)[:m]]  # (m,) other images
+        c = torch.randint(0, C, (m,), generator=gen)  # one of their captions each
+        rows.append(torch.cat([ctx.emb[i][None], ctx.all_emb[j, c]]))  # (1 + m, D)
+    return torch.stack(rows)  # (N, 1 + m, D)
+
+
+def hits(proj: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the true caption (index 0) scores strictly above every mismatched one."""
+    scores = torch.einsum("nd,nmd->nm", F.normalize(proj, dim=-1), F.normalize(cands, dim=-1))
+    return scores[:, 0] > scores[:, 1:].max(1).values
+
+
+@register("r_precision")
+def r_precision(ctx: EvalContext) -> dict[str, float]:
+    cands = candidates(ctx).float()  # (N, 1 + m, D)
+    real = ctx.outputs("real")["proj"]  # (N, emb_dim)
+    N = len(real)
+    other = (torch.arange(N) + torch.randint(1, N, (N,), generator=torch.Generator().manual_seed(ctx.seed))) % N
+    return {
+        "r_precision/fake": hits(ctx.outputs("fake")["proj"], cands).float().mean().item(),
+        "r_precision/real": hits(real, cands).float().mean().item(),
+        "r_precision/shuffled_real": hits(real[other], cands).float().mean().item(),
+        "r_precision/chance": 1.0 / cands.shape[1],
+        "r_precision/candidates": float(cands.shape[1]),
+    }

@@ -1,0 +1,146 @@
+"""The evaluator network: shapes, training on tiny shards, determinism, save/load."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from t2i import T2IError
+from t2i.data import embed, shards, synth
+from t2i.data.loader import batches, embedded_urls
+from t2i.evaluator import (
+    Evaluator,
+    attribute_labels,
+    discover_attributes,
+    load_evaluator,
+    to_float,
+    train_evaluator,
+)
+
+DIM = 16
+
+
+def bow_encode(texts) -> np.ndarray:
+    """Bag of words: a fixed random vector per word, summed; captions sharing words are close."""
+    def word(w: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(w.encode()).digest()[:4], "little")
+        return np.random.default_rng(seed).standard_normal(DIM)
+    return np.stack([sum(word(w) for w in t.split()) for t in texts]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """96 synthetic flowers at 32x32, embedded: the embedded folder."""
+    tmp = tmp_path_factory.mktemp("evaluator")
+    shards.write_shards(synth.generate(96, 32, 0, 0.2), tmp / "shards", dataset="synthetic-flowers",
+                        image_size=32, samples_per_shard=32)
+    embed.embed_shards(tmp / "shards", tmp / "emb", bow_encode, model="bow", dim=DIM)
+    return tmp / "emb"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ev") / "evaluator.pt"
+    summary = train_evaluator(embedded_urls(tiny, "train"), out, epochs=20, batch_size=16, lr=3e-3,
+                              seed=0, progress=False)
+    return out, summary
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_shapes(size: int) -> None:
+    ev = Evaluator({"colour": ["a", "b", "c"], "count": ["3", "4"]}, emb_dim=DIM, image_size=size, feat_dim=64)
+    out = ev(torch.rand(2, 3, size, size) * 2 - 1)
+    assert out["logits"]["colour"].shape == (2, 3) and out["logits"]["count"].shape == (2, 2)
+    assert out["features"].shape == (2, 64)
+    assert out["proj"].shape == (2, DIM)
+    assert torch.allclose(out["proj"].norm(dim=1), torch.ones(2))
+
+
+def test_wrong_image_size_is_an_error() -> None:
+    ev = Evaluator({"colour": ["a", "b"]}, emb_dim=DIM, image_size=32)
+    with pytest.raises(T2IError, match="32x32"):
+        ev(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(T2IError, match="48"):
+        Evaluator({"colour": ["a", "b"]}, emb_dim=DIM, image_size=48)
+
+
+def test_vocabulary_from_meta() -> None:
+    metas = [{"attributes": {"petal_count": c, "colour": col}} for c, col in [(10, "red"), (3, "blue"), (4, "red")]]
+    vocab = discover_attributes(metas)
+    assert vocab == {"colour": ["blue", "red"], "petal_count": ["3", "4", "10"]}
+    labels = attribute_labels(metas + [{"attributes": {"colour": "green"}}], vocab)
+    assert labels["petal_count"].tolist() == [2, 0, 1, -1]
+    assert labels["colour"].tolist() == [1, 0, 1, -1]
+    # Without attributes: one head over the class ids seen.
+    assert discover_attributes([{"class_id": 7}, {"class_id": 2}, {}]) == {"class": ["2", "7"]}
+
+
+def train_accuracy(path, folder) -> tuple[dict, dict]:
+    """Accuracy of a saved evaluator per attribute on the training split, and majority baselines."""
+    ev = load_evaluator(path)
+    b = next(batches(embedded_urls(folder, "train"), 1000, drop_last=False))
+    labels = attribute_labels(b["meta"], ev.attributes)
+    with torch.no_grad():
+        logits = ev(to_float(b["image"]))["logits"]
+    acc = {k: (logits[k].argmax(1) == y).float().mean().item() for k, y in labels.items()}
+    chance = {k: torch.bincount(y).max().item() / len(y) for k, y in labels.items()}
+    return acc, chance
+
+
+def test_training_beats_chance_on_train_attributes(trained, tiny) -> None:
+    path, summary = trained
+    assert summary["n_train"] > 50 and set(summary["attributes"]) == {
+        "petal_colour", "centre_colour", "petal_count", "petal_shape"}
+    acc, chance = train_accuracy(path, tiny)
+    assert acc["petal_colour"] > chance["petal_colour"] + 0.5, (acc, chance)
+    assert acc["centre_colour"] > chance["centre_colour"] + 0.2, (acc, chance)
+    assert sum(acc.values()) > sum(chance.values()) + 1.0, (acc, chance)
+    assert set(summary["paths"].values()) <= {"local", "global"}
+
+
+def test_training_is_deterministic(trained, tiny, tmp_path) -> None:
+    path, _ = trained
+    again = tmp_path / "again.pt"
+    train_evaluator(embedded_urls(tiny, "train"), again, epochs=20, batch_size=16, lr=3e-3, seed=0,
+                    progress=False)
+    assert again.read_bytes() == path.read_bytes()  # byte-identical files: stable DVC hashes
+    a, b = torch.load(path, weights_only=True), torch.load(again, weights_only=True)
+    assert a["config"] == b["config"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    other = tmp_path / "other.pt"
+    train_evaluator(embedded_urls(tiny, "train"), other, epochs=1, batch_size=16, seed=1, progress=False)
+    c = torch.load(other, weights_only=True)
+    assert not torch.equal(a["state_dict"]["proj.weight"], c["state_dict"]["proj.weight"])
+
+
+def test_save_load_roundtrip(trained) -> None:
+    path, _ = trained
+    ev = load_evaluator(path)
+    assert not ev.training
+    saved = torch.load(path, weights_only=True)
+    assert saved["config"] == ev.config and saved["config"]["image_size"] == 32
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    again = load_evaluator(path)
+    with torch.no_grad():
+        assert torch.equal(ev(x)["proj"], again(x)["proj"])
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path) -> None:
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(T2IError, match="nope.pt"):
+        load_evaluator(missing)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(T2IError, match="corrupt evaluator checkpoint .*bad.pt"):
+        load_evaluator(bad)
+
+
+def test_bad_training_arguments(tiny, tmp_path) -> None:
+    with pytest.raises(T2IError, match="epochs must be >= 1, got 0"):
+        train_evaluator(embedded_urls(tiny, "train"), tmp_path / "e.pt", epochs=0)
+    with pytest.raises(T2IError, match="no training shards"):
+        train_evaluator([], tmp_path / "e.pt")
+    assert not (tmp_path / "e.pt").exists()

@@ -1,0 +1,208 @@
+"""Each metric on controlled inputs, the registry, and the Inception skip path."""
+
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from t2i import T2IError
+from t2i.evaluator import Evaluator
+from t2i.metrics import METRICS, EvalContext, MetricSkipped, get
+
+S = 32
+
+
+def context(evaluator, real, fake=None, emb=None, all_emb=None, meta=None, **kw) -> EvalContext:
+    n = len(real)
+    all_emb = all_emb if all_emb is not None else torch.randn(n, 2, 8)
+    return EvalContext(evaluator=evaluator, real=real, fake=real if fake is None else fake,
+                       emb=all_emb[:, 0] if emb is None else emb, all_emb=all_emb,
+                       meta=meta if meta is not None else [{"class_id": i} for i in range(n)],
+                       batch_size=16, **kw)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_knows_every_metric() -> None:
+    assert {"attribute_accuracy", "r_precision", "frechet_distance", "inception"} <= set(METRICS)
+    assert get(["r_precision", "attribute_accuracy"]) == [METRICS["r_precision"], METRICS["attribute_accuracy"]]
+
+
+def test_unknown_metric_is_named() -> None:
+    with pytest.raises(T2IError, match=r"unknown metric 'fid_typo' \(known: .*r_precision"):
+        get(["attribute_accuracy", "fid_typo"])
+    with pytest.raises(T2IError, match="'r_precision' is listed twice"):
+        get(["r_precision", "r_precision"])
+
+
+# --------------------------------------------------------------------------- attribute accuracy
+
+
+class ColourStub(nn.Module):
+    """Reads "colour" off the mean of the red channel: > 0 -> "red", else "blue"."""
+
+    attributes = {"colour": ["blue", "red"], "size": ["big", "small"]}
+
+    def forward(self, x):
+        r = x[:, 0].mean(dim=(1, 2))  # (B,)
+        logits = torch.stack([-r, r], dim=1)  # (B, 2)
+        return {"logits": {"colour": logits, "size": torch.zeros_like(logits)},
+                "proj": torch.zeros(len(x), 8), "features": logits}
+
+
+def colour_images(colours: list[str]) -> tuple[torch.Tensor, list[dict]]:
+    sign = torch.tensor([1.0 if c == "red" else -1.0 for c in colours])
+    images = sign[:, None, None, None] * 0.5 * torch.ones(len(colours), 3, S, S)
+    meta = [{"attributes": {"colour": c, "size": "small"}} for c in colours]
+    return images, meta
+
+
+def test_attribute_accuracy_on_controlled_images() -> None:
+    colours = ["red"] * 6 + ["blue"] * 2
+    real, meta = colour_images(colours)
+    fn = METRICS["attribute_accuracy"]
+
+    same = fn(context(ColourStub(), real, meta=meta))
+    assert same["attr/colour/real"] == 1.0
+    assert same["attr/colour/fake"] == same["attr/colour/real"]
+    assert same["attr/colour/chance"] == pytest.approx(0.75)  # majority value: red, 6 of 8
+    assert same["attr/colour/chance_uniform"] == 0.5
+    assert same["attr/size/real"] == 0.0  # always predicts "big"; every image is "small"
+
+    flipped = fn(context(ColourStub(), real, fake=-real, meta=meta))
+    assert flipped["attr/colour/fake"] == 0.0 and flipped["attr/colour/real"] == 1.0
+    assert flipped["attr/mean/fake"] == 0.0 and flipped["attr/mean/real"] == 0.5
+
+
+def test_attribute_accuracy_skips_values_unseen_in_training() -> None:
+    real, meta = colour_images(["red", "blue", "red"])
+    meta[0]["attributes"]["colour"] = "green"  # not in the evaluator's vocabulary
+    out = METRICS["attribute_accuracy"](context(ColourStub(), real, meta=meta))
+    assert out["attr/colour/real"] == 1.0 and out["attr/colour/chance"] == 0.5
+
+
+def test_fake_equal_real_gives_equal_accuracy_with_a_real_evaluator() -> None:
+    torch.manual_seed(0)
+    ev = Evaluator({"colour": ["blue", "red"]}, emb_dim=8, image_size=S, feat_dim=32).eval()
+    real, meta = colour_images(["red", "blue"] * 5)
+    real = real + 0.3 * torch.randn_like(real)
+    out = METRICS["attribute_accuracy"](context(ev, real, fake=real.clone(), meta=meta))
+    assert out["attr/colour/fake"] == out["attr/colour/real"]
+
+
+# --------------------------------------------------------------------------- R-precision
+
+
+class LookupStub(nn.Module):
+    """A perfect text-image scorer: pixel (0, 0, 0) holds an index into a table of embeddings."""
+
+    attributes: dict = {}
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+
+    def forward(self, x):
+        idx = (x[:, 0, 0, 0] * 1000).round().long()  # (B,)
+        proj = F.normalize(self.table[idx], dim=-1)
+        return {"logits": {}, "proj": proj, "features": proj}
+
+
+def indexed_images(n: int) -> torch.Tensor:
+    images = torch.zeros(n, 3, S, S)
+    images[:, 0, 0, 0] = torch.arange(n) / 1000
+    return images
+
+
+def retrieval_case(n_classes: int, per_class: int, captions: int = 3, dim: int = 32):
+    n = n_classes * per_class
+    gen = torch.Generator().manual_seed(1)
+    all_emb = torch.randn(n, captions, dim, generator=gen)
+    meta = [{"class_id": i // per_class} for i in range(n)]
+    return n, all_emb, meta
+
+
+def test_r_precision_perfect_scorer_and_shuffled_images() -> None:
+    n, all_emb, meta = retrieval_case(n_classes=20, per_class=10)
+    emb = all_emb[:, 1]
+    real = indexed_images(n)
+    fake = real[torch.randperm(n, generator=torch.Generator().manual_seed(2))]
+    out = METRICS["r_precision"](context(LookupStub(emb), real, fake=fake, emb=emb,
+                                         all_emb=all_emb, meta=meta))
+    assert out["r_precision/real"] == 1.0
+    assert out["r_precision/chance"] == pytest.approx(0.01) and out["r_precision/candidates"] == 100
+    assert out["r_precision/fake"] < 0.08  # chance is 0.01
+    assert out["r_precision/shuffled_real"] < 0.08  # the lookup is per caption, not per class
+
+
+def test_r_precision_with_few_candidates_reports_effective_chance() -> None:
+    n, all_emb, meta = retrieval_case(n_classes=3, per_class=10)
+    emb = all_emb[:, 0]
+    ctx = context(LookupStub(emb), indexed_images(n), emb=emb, all_emb=all_emb, meta=meta, seed=3)
+    out = METRICS["r_precision"](ctx)
+    assert out["r_precision/candidates"] == 21  # own caption + the 20 images of the other classes
+    assert out["r_precision/chance"] == pytest.approx(1 / 21)
+    assert out["r_precision/real"] == 1.0
+    assert METRICS["r_precision"](ctx) == out  # seeded
+
+
+def test_r_precision_needs_two_classes() -> None:
+    n, all_emb, meta = retrieval_case(n_classes=1, per_class=5)
+    with pytest.raises(MetricSkipped, match="two classes"):
+        METRICS["r_precision"](context(LookupStub(all_emb[:, 0]), indexed_images(n),
+                                       all_emb=all_emb, meta=meta))
+
+
+# --------------------------------------------------------------------------- Frechet distance
+
+
+def test_frechet_distance_zero_for_identical_sets_and_grows_with_a_shift() -> None:
+    torch.manual_seed(0)
+    ev = Evaluator({"colour": ["blue", "red"]}, emb_dim=8, image_size=S, feat_dim=16).eval()
+    real = torch.rand(80, 3, S, S) * 1.6 - 0.8
+    fn = METRICS["frechet_distance"]
+    same = fn(context(ev, real, fake=real.clone()))["fd_evaluator"]
+    small = fn(context(ev, real, fake=(real + 0.1).clamp(-1, 1)))["fd_evaluator"]
+    large = fn(context(ev, real, fake=(real + 0.5).clamp(-1, 1)))["fd_evaluator"]
+    assert small > 0 and large > 3 * small  # an untrained evaluator: small features, small distances
+    assert abs(same) < 1e-4 * small
+    assert math.isfinite(large)
+
+
+# --------------------------------------------------------------------------- Inception FID / IS
+
+
+def test_inception_skips_without_torch_fidelity(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import raises ImportError
+    real = torch.zeros(4, 3, S, S)
+    with pytest.raises(MetricSkipped, match="torch-fidelity is not importable"):
+        METRICS["inception"](context(ColourStub(), real, inception_weights="weights.pth"))
+
+
+def test_inception_skips_offline_without_weights() -> None:
+    pytest.importorskip("torch_fidelity")
+    with pytest.raises(MetricSkipped, match="no inception_weights"):
+        METRICS["inception"](context(ColourStub(), torch.zeros(4, 3, S, S)))
+
+
+def test_inception_runs_with_random_weights(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("torch_fidelity")
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    # A randomly initialised InceptionV3 with the real layer shapes: skip the download and the load.
+    monkeypatch.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+    monkeypatch.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+    torch.manual_seed(0)
+    weights = tmp_path / "inception-random.pth"
+    torch.save(fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict(), weights)
+    monkeypatch.undo()
+
+    real = torch.rand(12, 3, S, S) * 2 - 1
+    out = METRICS["inception"](context(ColourStub(), real, fake=real.flip(-1),
+                                       inception_weights=str(weights)))
+    assert set(out) == {"inception/fid", "inception/is_mean", "inception/is_std"}
+    assert all(math.isfinite(v) for v in out.values())
