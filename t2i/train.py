@@ -154,6 +154,9 @@ def training_loop(
     training-set size, is then required so that all ranks take the same number of steps);
     gradients are averaged across ranks and only rank 0 writes.
     """
+    # The resolved config: every scalar argument, as given (a resume needs all of them unchanged).
+    config = {k: v for k, v in locals().items()
+              if isinstance(v, (int, float, str, bool)) and k not in ("progress", "checkpoint_every")}
     from t2i.text import pick_device
 
     out_dir = Path(out_dir)
@@ -164,9 +167,6 @@ def training_loop(
     limit = num_samples // world // batch_size if world > 1 else None  # steps per epoch, all ranks
     if threads > 0:
         torch.set_num_threads(threads)
-    # The resolved config: every scalar argument (a resume needs all of them unchanged).
-    config = {k: v for k, v in locals().items()
-              if isinstance(v, (int, float, str, bool)) and k not in ("progress", "checkpoint_every")}
     try:
         model_cfg = ModelConfig(emb_dim=emb_dim, z_dim=z_dim, proj_dim=proj_dim, ngf=ngf, ndf=ndf, image_size=image_size)
     except ValueError as e:
@@ -186,7 +186,10 @@ def training_loop(
     ckpt_path = checkpoint_dir / CHECKPOINT
     resumed = False
     if ckpt_path.is_file():
-        blob = torch.load(ckpt_path, map_location=device, weights_only=False)
+        try:
+            blob = torch.load(ckpt_path, map_location=device, weights_only=False)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            raise T2IError(f"cannot read checkpoint {ckpt_path} ({e}); delete it to start over") from None
         if blob.get("config") == config:
             G.load_state_dict(blob["G"]), D.load_state_dict(blob["D"])
             opt_g.load_state_dict(blob["opt_g"]), opt_d.load_state_dict(blob["opt_d"])
