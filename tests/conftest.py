@@ -87,6 +87,41 @@ def build_shards():
     return _build_shards
 
 
+def bow_encode(texts, dim: int = 16) -> np.ndarray:
+    """Bag of words: a fixed random vector per word, summed; captions sharing words are close."""
+    def word(w: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(w.encode()).digest()[:4], "little")
+        return np.random.default_rng(seed).standard_normal(dim)
+    return np.stack([sum(word(w) for w in t.split()) for t in texts]).astype(np.float32)
+
+
+def _make_embedded(folder, n: int, *, image_size: int = 32, dim: int = 16, samples_per_shard: int = 16,
+                   test_fraction: float = 0.2, encode=None) -> Path:
+    """Tiny synthetic flowers, sharded and embedded (bag-of-words by default): the embedded folder."""
+    from t2i.data.embed import embed_shards
+
+    folder = Path(folder)
+    _build_shards(folder / "shards", n=n, render_size=32, image_size=image_size,
+                  samples_per_shard=samples_per_shard, test_fraction=test_fraction)
+    encode = encode or (lambda texts: bow_encode(texts, dim))
+    embed_shards(folder / "shards", folder / "emb", encode, model="fake", dim=dim)
+    return folder / "emb"
+
+
+@pytest.fixture(scope="session")
+def make_embedded():
+    """``make_embedded(folder, n, image_size=32, dim=16, ...) -> Path`` of embedded shards."""
+    return _make_embedded
+
+
+@pytest.fixture(scope="session")
+def train_urls(tmp_path_factory) -> list[str]:
+    """The train shards of 40 tiny embedded flowers (32x32, 16-d embeddings)."""
+    from t2i.data.loader import embedded_urls
+
+    return embedded_urls(_make_embedded(tmp_path_factory.mktemp("train"), 40, samples_per_shard=12), "train")
+
+
 def read_tar(path) -> dict[str, dict[str, bytes]]:
     """``{key: {ext: bytes}}`` of a tar, in member order (keys split at the first dot)."""
     out: dict[str, dict[str, bytes]] = {}

@@ -10,18 +10,18 @@ import textwrap
 import torch
 
 from t2i.data.loader import batches
-from tests.test_train import TINY, urls  # noqa: F401  (module fixture with tiny embedded shards)
+from tests.test_train import TINY
 
 
-def test_rank_slices_are_disjoint_and_complete(urls):
-    keys = [[k for b in batches(urls, 1, rank=r, world=2, shuffle=8, seed=3) for k in b["key"]] for r in (0, 1)]
-    everything = [k for b in batches(urls, 1) for k in b["key"]]
+def test_rank_slices_are_disjoint_and_complete(train_urls):
+    keys = [[k for b in batches(train_urls, 1, rank=r, world=2, shuffle=8, seed=3) for k in b["key"]] for r in (0, 1)]
+    everything = [k for b in batches(train_urls, 1) for k in b["key"]]
     assert not set(keys[0]) & set(keys[1])
     assert sorted(keys[0] + keys[1]) == sorted(everything)
     assert abs(len(keys[0]) - len(keys[1])) <= 1
 
 
-def test_torchrun_two_ranks(urls, tmp_path):
+def test_torchrun_two_ranks(train_urls, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import os, torch
@@ -29,7 +29,7 @@ def test_torchrun_two_ranks(urls, tmp_path):
         made = []  # keep each rank's models to compare them afterwards
         build = train.build_models
         train.build_models = lambda cfg: made.append(build(cfg)) or made[-1]
-        train.training_loop({urls!r}, {str(tmp_path / "out")!r}, num_samples=32, **{TINY!r})
+        train.training_loop({train_urls!r}, {str(tmp_path / "out")!r}, num_samples=32, **{TINY!r})
         G, D = made[0]
         torch.save({{**G.state_dict(), **{{"D." + k: v for k, v in D.state_dict().items()}}}},
                    os.path.join({str(tmp_path)!r}, "rank" + os.environ["RANK"] + ".pt"))

@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from t2i import T2IError
-from t2i.data import embed, shards, synth
 from t2i.data.loader import batches, embedded_urls
 from t2i.evaluate import evaluate
 from t2i.grid import LABEL_WIDTH, PAD, make_grid
@@ -29,16 +28,14 @@ def hashed_encode(texts) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, make_embedded):
     tmp = tmp_path_factory.mktemp("evaluate")
-    shards.write_shards(synth.generate(64, 32, 0, 0.3), tmp / "shards", dataset="synthetic-flowers",
-                        image_size=S, samples_per_shard=16)
-    embed.embed_shards(tmp / "shards", tmp / "emb", hashed_encode, model="hashed", dim=DIM)
-    metas = [m for b in batches(embedded_urls(tmp / "emb", "train"), 100, drop_last=False) for m in b["meta"]]
+    emb = make_embedded(tmp, 64, image_size=S, dim=DIM, test_fraction=0.3, encode=hashed_encode)
+    metas = [m for b in batches(embedded_urls(emb, "train"), 100, drop_last=False) for m in b["meta"]]
     torch.manual_seed(0)
     generator = Generator(ModelConfig(emb_dim=DIM, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=S))
     evaluator = Evaluator(discover_attributes(metas), emb_dim=DIM, image_size=S, feat_dim=32).eval()
-    return tmp, generator, evaluator, embedded_urls(tmp / "emb", "test")
+    return tmp, generator, evaluator, embedded_urls(emb, "test")
 
 
 def run(setup, out, **kw):

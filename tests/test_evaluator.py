@@ -1,13 +1,10 @@
 """The evaluator network: shapes, training on tiny shards, determinism, save/load."""
 
-import hashlib
 
-import numpy as np
 import pytest
 import torch
 
 from t2i import T2IError
-from t2i.data import embed, shards, synth
 from t2i.data.loader import batches, embedded_urls
 from t2i.evaluator import (
     Evaluator,
@@ -21,22 +18,10 @@ from t2i.evaluator import (
 DIM = 16
 
 
-def bow_encode(texts) -> np.ndarray:
-    """Bag of words: a fixed random vector per word, summed; captions sharing words are close."""
-    def word(w: str) -> np.ndarray:
-        seed = int.from_bytes(hashlib.sha256(w.encode()).digest()[:4], "little")
-        return np.random.default_rng(seed).standard_normal(DIM)
-    return np.stack([sum(word(w) for w in t.split()) for t in texts]).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, make_embedded):
     """96 synthetic flowers at 32x32, embedded: the embedded folder."""
-    tmp = tmp_path_factory.mktemp("evaluator")
-    shards.write_shards(synth.generate(96, 32, 0, 0.2), tmp / "shards", dataset="synthetic-flowers",
-                        image_size=32, samples_per_shard=32)
-    embed.embed_shards(tmp / "shards", tmp / "emb", bow_encode, model="bow", dim=DIM)
-    return tmp / "emb"
+    return make_embedded(tmp_path_factory.mktemp("evaluator"), 96, samples_per_shard=32, dim=DIM)
 
 
 @pytest.fixture(scope="module")

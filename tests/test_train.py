@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from t2i import T2IError
-from t2i.data import embed, shards, synth
-from t2i.data.loader import embedded_urls
 from t2i.train import CHECKPOINT, GENERATOR, load_generator, mismatched, pick_caption_embeddings, training_loop
 
 TINY = dict(image_size=32, emb_dim=16, ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2,
             shuffle_buffer=16, threads=1, progress=False)
-
-
-def fake_encode(texts: list[str]) -> np.ndarray:
-    """Deterministic 16-d vectors: a bag of hashed words, so shared words mean shared directions."""
-    out = np.zeros((len(texts), 16), np.float32)
-    for i, t in enumerate(texts):
-        for w in t.split():
-            out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 16] += 1.0
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-@pytest.fixture(scope="module")
-def urls(tmp_path_factory) -> list[str]:
-    root = tmp_path_factory.mktemp("train")
-    shards.write_shards(synth.generate(40, 32, 0, 0.2), root / "shards", dataset="synthetic-flowers",
-                        image_size=32, samples_per_shard=12)
-    embed.embed_shards(root / "shards", root / "emb", fake_encode, model="fake", dim=16)
-    return embedded_urls(root / "emb", "train")
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -44,33 +22,33 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_deterministic_on_cpu(urls, tmp_path):
-    training_loop(urls, tmp_path / "a", **TINY)
-    training_loop(urls, tmp_path / "b", **TINY)
+def test_deterministic_on_cpu(train_urls, tmp_path):
+    training_loop(train_urls, tmp_path / "a", **TINY)
+    training_loop(train_urls, tmp_path / "b", **TINY)
     assert same(weights(tmp_path / "a" / GENERATOR), weights(tmp_path / "b" / GENERATOR))
 
 
 @pytest.mark.parametrize("switch", [dict(int_coef=0.0), dict(cls=False), dict(l1_coef=1.0),
                                     dict(fm_coef=1.0), dict(label_smoothing=0.1), dict(captions_per_step=4)])
-def test_each_loss_switch_changes_training(urls, tmp_path, switch):
+def test_each_loss_switch_changes_training(train_urls, tmp_path, switch):
     base = {**TINY, "epochs": 1}
-    training_loop(urls, tmp_path / "base", **base)
-    training_loop(urls, tmp_path / "varied", **{**base, **switch})
+    training_loop(train_urls, tmp_path / "base", **base)
+    training_loop(train_urls, tmp_path / "varied", **{**base, **switch})
     assert not same(weights(tmp_path / "base" / GENERATOR), weights(tmp_path / "varied" / GENERATOR))
 
 
-def test_resume_equals_uninterrupted(urls, tmp_path):
-    training_loop(urls, tmp_path / "full", checkpoint_every=2, **TINY)
+def test_resume_equals_uninterrupted(train_urls, tmp_path):
+    training_loop(train_urls, tmp_path / "full", checkpoint_every=2, **TINY)
 
     def crash(step: int) -> None:
         if step == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        training_loop(urls, tmp_path / "cut", checkpoint_every=2, on_step=crash, **TINY)
+        training_loop(train_urls, tmp_path / "cut", checkpoint_every=2, on_step=crash, **TINY)
     assert not (tmp_path / "cut" / GENERATOR).exists()
     assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)["step"] == 4
-    summary = training_loop(urls, tmp_path / "cut", checkpoint_every=2, **TINY)
+    summary = training_loop(train_urls, tmp_path / "cut", checkpoint_every=2, **TINY)
     assert summary["resumed"]
     assert same(weights(tmp_path / "full" / GENERATOR), weights(tmp_path / "cut" / GENERATOR))
     full = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=False)
@@ -78,13 +56,13 @@ def test_resume_equals_uninterrupted(urls, tmp_path):
     assert same(full["D"], cut["D"]) and full["step"] == cut["step"]
 
 
-def test_changed_params_start_fresh(urls, tmp_path):
-    training_loop(urls, tmp_path, **{**TINY, "epochs": 1})
-    summary = training_loop(urls, tmp_path, **{**TINY, "epochs": 1, "lr": 1e-3})
+def test_changed_params_start_fresh(train_urls, tmp_path):
+    training_loop(train_urls, tmp_path, **{**TINY, "epochs": 1})
+    summary = training_loop(train_urls, tmp_path, **{**TINY, "epochs": 1, "lr": 1e-3})
     assert not summary["resumed"]
 
 
-def test_nan_loss_stops_and_keeps_last_checkpoint(urls, tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_checkpoint(train_urls, tmp_path, monkeypatch):
     import t2i.train as train
 
     real = train.discriminator_loss
@@ -97,7 +75,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(urls, tmp_path, monkeypatch):
     poisoned.calls = 0
     monkeypatch.setattr(train, "discriminator_loss", poisoned)
     with pytest.raises(T2IError, match="non-finite loss at step 3"):
-        training_loop(urls, tmp_path, checkpoint_every=2, **TINY)
+        training_loop(train_urls, tmp_path, checkpoint_every=2, **TINY)
     ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
     assert ckpt["step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["G"].values() if v.is_floating_point())
