@@ -12,7 +12,6 @@ picks and the augmentation, and the loader's shuffle is seeded per epoch.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import sys
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from t2i import T2IError
 from t2i.data.loader import batches
-from t2i.io import write_bytes_atomic
+from t2i.io import save_torch
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
 CLASS_HEAD = "class"  # the single head of a dataset without attributes
@@ -289,9 +288,7 @@ def train_evaluator(train_urls: list[str], out_path: str | os.PathLike, *, epoch
             for k, a in train_acc.items():
                 print(f"evaluator {k}: train acc local={a['local']:.3f} global={a['global']:.3f} "
                       f"-> {model.paths[k]}", file=sys.stderr)
-        buf = io.BytesIO()  # torch.save names the archive after the file; a buffer keeps bytes stable
-        torch.save({"config": model.config, "state_dict": model.state_dict()}, buf)
-        write_bytes_atomic(out_path, buf.getvalue())
+        save_torch({"config": model.config, "state_dict": model.state_dict()}, out_path)
         return {
             "out": str(out_path),
             "n_train": len(metas),
