@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from t2i import T2IError
-from t2i.data.loader import batches
-from t2i.evaluator import Evaluator, to_float
+from t2i.data.loader import batches, to_float
+from t2i.evaluator import Evaluator
 from t2i.grid import add_header, make_grid, save_png
 from t2i.io import write_json_atomic
 from t2i.metrics import EvalContext, MetricSkipped, get

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from t2i import T2IError
-from t2i.data.loader import batches
+from t2i.data.loader import batches, to_float
 from t2i.io import save_torch
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
@@ -156,11 +156,6 @@ def attribute_labels(metas: list[dict], attributes: dict[str, list[str]]) -> dic
 
 
 # --------------------------------------------------------------------------- training
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float() / 127.5 - 1.0
 
 
 def shift_flip(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:

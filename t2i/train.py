@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from t2i import T2IError
-from t2i.data.loader import batches
+from t2i.data.loader import batches, to_float
 from t2i.io import atomic_file, save_torch
 from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings
 from t2i.models import Generator, ModelConfig, build_models
@@ -44,10 +44,6 @@ def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     lonely = other.sum(dim=1) == 0  # a batch of one class: fall back to any other item
     other[lonely] = 1.0 - torch.eye(B)[lonely] if B > 1 else 1.0
     return torch.multinomial(other, 1, generator=g).squeeze(1)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div(127.5).sub(1.0)  # uint8 [0, 255] -> float [-1, 1]
 
 
 def save_generator(path: Path, G: Generator, config: dict) -> None:
@@ -222,6 +218,7 @@ def training_loop(
         from dvclive import Live
 
         live = Live(str(live_dir), resume=resumed, dvcyaml=None, save_dvc_exp=False, report=None)
+    start_step = step
     bar = tqdm(desc="train", unit="step", disable=not progress, initial=step)
     seen, t0 = 0, time.perf_counter()
     last: dict[str, float] = {}
@@ -299,7 +296,8 @@ def training_loop(
     bar.close()
     if step == 0:
         raise T2IError(f"no training step ran: fewer than batch_size={batch_size} training images?")
-    checkpoint()
+    if step != start_step:  # a finished checkpoint is left as it was written
+        checkpoint()
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_generator(out_dir / GENERATOR, G.cpu(), config)

@@ -6,12 +6,12 @@ import torch
 
 from t2i import T2IError
 from t2i.data.loader import batches, embedded_urls
+from t2i.data.loader import to_float
 from t2i.evaluator import (
     Evaluator,
     attribute_labels,
     discover_attributes,
     load_evaluator,
-    to_float,
     train_evaluator,
 )
 

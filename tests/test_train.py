@@ -105,3 +105,10 @@ def test_load_generator_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(T2IError, match="bad.pt"):
         load_generator(tmp_path / "bad.pt")
+
+
+def test_rerun_of_a_finished_run_keeps_its_checkpoint(train_urls, tmp_path):
+    training_loop(train_urls, tmp_path, **{**TINY, "epochs": 1})
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    summary = training_loop(train_urls, tmp_path, **{**TINY, "epochs": 1})
+    assert summary["resumed"] and (tmp_path / CHECKPOINT).read_bytes() == before

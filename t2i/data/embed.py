@@ -33,15 +33,11 @@ class CaptionCache:
         self.encoded = 0  # captions sent to the model
 
     def lookup(self, captions: list[str]) -> np.ndarray:
-        table = dict(self.table)
-        new = sorted(set(captions) - table.keys())
-        if new:
-            vectors = self.encode(new).astype(np.float16)
-            self.encoded += len(new)
-            table.update(zip(new, vectors))
-        out = np.stack([table[c] for c in captions])
-        for c in new:
-            self.table[c] = table[c]
+        new = sorted(set(captions) - self.table.keys())
+        fresh = dict(zip(new, self.encode(new).astype(np.float16))) if new else {}
+        self.encoded += len(new)
+        out = np.stack([fresh[c] if c in fresh else self.table[c] for c in captions])
+        self.table.update(fresh)
         while len(self.table) > self.size:
             self.table.popitem(last=False)
         return out

@@ -43,6 +43,11 @@ def decode(sample: dict) -> dict:
             "class_id": int(meta.get("class_id", -1))}
 
 
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float() / 127.5 - 1.0
+
+
 def collate(samples: list[dict]) -> dict:
     return {
         "key": [s["key"] for s in samples],
