@@ -6,12 +6,12 @@ import sys
 
 import typer
 
-from stages import embed, evaluate, evaluator, generate, shard, synth, train
+from stages import download, embed, evaluate, evaluator, generate, shard, train
 from t2i import T2IError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="t2i: reproducible text-to-image GAN-CLS pipeline.")
-app.command("synth")(synth.main)
+app.command("download")(download.main)
 app.command("shard")(shard.main)
 app.command("embed")(embed.main)
 app.command("train")(train.main)

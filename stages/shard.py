@@ -21,7 +21,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
         m = write_shards(
             read_raw(raw_dir(data, p.dataset)), out, dataset=p.dataset, image_size=cfg.image_size,
             image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality,
-            samples_per_shard=cfg.samples_per_shard, progress=bar.update,
+            samples_per_shard=cfg.samples_per_shard, crop=cfg.crop, progress=bar.update,
         )
     n = sum(len(s["shards"]) for s in m["splits"].values())
     counts = " + ".join(f"{s['count']} {name}" for name, s in m["splits"].items())

@@ -2,7 +2,7 @@
 
 A small CNN maps an SxS image in [-1, 1] to a pooled feature vector. On top sit a classifier
 per attribute (petal colour, centre colour, ... from the samples' meta; the class id when a
-dataset has no attributes) and a projection into the text-embedding space, trained CLIP-style
+dataset has no attributes; none when it has neither class labels nor attributes) and a projection into the text-embedding space, trained CLIP-style
 against the captions' sentence embeddings. The metrics use all three: attribute accuracy on
 fake images, R-precision of image-caption retrieval, and a Frechet distance between features.
 
@@ -55,8 +55,6 @@ class Evaluator(nn.Module):
         super().__init__()
         if image_size not in SUPPORTED_IMAGE_SIZES:
             raise T2IError(f"evaluator image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size!r}")
-        if not attributes:
-            raise T2IError("the evaluator needs at least one attribute (or class) to classify")
         self.attributes = {k: list(v) for k, v in attributes.items()}
         self.emb_dim, self.image_size, self.feat_dim = emb_dim, image_size, feat_dim
         self.paths = dict(paths) if paths is not None else {k: "global" for k in self.attributes}
@@ -130,9 +128,8 @@ def _value_key(v: str) -> tuple:
 
 def attribute_values(meta: dict) -> dict[str, str]:
     """{attribute: value as a string} of one sample; the class id when it has no attributes."""
-    attrs = meta.get("attributes")
-    if attrs:
-        return {k: str(v) for k, v in attrs.items()}
+    if "attributes" in meta:  # an image may lack some or all of its dataset's attributes (CUB)
+        return {k: str(v) for k, v in meta["attributes"].items()}
     return {CLASS_HEAD: str(meta.get("class_id", -1))}
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from t2i import T2IError
 
-DATASETS = ("synthetic-flowers",)
+DATASETS = ("synthetic-flowers", "cub", "oxford-102", "hf", "folder")
 
 
 class Section(BaseModel):
@@ -32,11 +32,71 @@ class SynthParams(Section):
     test_fraction: float = Field(0.2, gt=0, le=0.5)  # fraction of classes held out (class-disjoint)
 
 
+class DownloadParams(Section):
+    """Real datasets: where verified source files are kept and how they are fetched and prepared."""
+
+    root: str = Field("data/downloads", min_length=1)  # shared by all datasets, never deleted by a rerun
+    mirror: str | None = None  # http(s):// URL or local folder tried first, as <mirror>/<file name>
+    md5: dict[str, str] = {}  # file name -> md5: overrides or adds pinned checksums (a mirror's copies)
+    retries: int = Field(4, ge=0)  # per location, resuming the partial file each time
+    timeout: float = Field(60.0, gt=0)  # seconds without data before a try is abandoned
+    backoff: float = Field(1.0, ge=0)  # seconds before the first retry, doubled after each
+    captions_per_image: int | None = Field(None, ge=1)  # None: 10 for cub / oxford-102, 1 for hf / folder
+    max_missing: float = Field(0.01, ge=0, le=1)  # fraction of images without enough captions tolerated
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # hf / folder without a split of their own
+    seed: int = 0  # of that split (class-disjoint when there are class labels)
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and not v.startswith(("http://", "https://", "file://")):
+            raise ValueError(f"mirror must be an http(s):// URL or a local folder, got {v!r}")
+        return v
+
+    @field_validator("md5", mode="before")
+    @classmethod
+    def _digits(cls, v):  # YAML reads an all-digit md5 as an integer, dropping leading zeros
+        if isinstance(v, dict):
+            return {k: f"{d:032d}" if isinstance(d, int) and 0 <= d < 10**32 else d for k, d in v.items()}
+        return v
+
+    @field_validator("md5")
+    @classmethod
+    def _md5(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, digest in v.items():
+            if not (isinstance(digest, str) and len(digest) == 32 and all(c in "0123456789abcdefABCDEF" for c in digest)):
+                raise ValueError(f"md5 of {name!r} must be 32 hex digits, got {digest!r}")
+        return {name: digest.lower() for name, digest in v.items()}
+
+
+class HFParams(Section):
+    """``dataset: hf``: a captioned image dataset read with Hugging Face ``datasets``."""
+
+    name: str | None = None  # hub id, or a folder written by Dataset(Dict).save_to_disk
+    config: str | None = None
+    revision: str | None = None
+    image_column: str = "image"
+    caption_column: str = "text"  # a string or a list of strings per row
+    class_column: str | None = None  # optional class labels (ClassLabel, int or str)
+    train_split: str = "train"
+    test_split: str | None = "test"  # None: a seeded split of train_split (download.test_fraction)
+    streaming: bool = True  # hub datasets only; a saved folder is memory-mapped anyway
+
+
+class FolderParams(Section):
+    """``dataset: folder``: images with captions in the imagefolder convention."""
+
+    path: str | None = None  # metadata.jsonl (file_name + caption column) or a .txt beside each image
+    caption_column: str = "text"
+    class_column: str | None = None
+
+
 class ShardParams(Section):
     image_size: int = Field(64, ge=8, le=1024)
     image_format: Literal["png", "jpg"] = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     samples_per_shard: int = Field(1000, ge=1)
+    crop: Literal["bbox", "none"] = "bbox"  # bbox: 1.5x the bird's box where a sample has one (CUB)
 
 
 class EmbedParams(Section):
@@ -102,6 +162,9 @@ class EvaluateParams(Section):
 class Params(Section):
     dataset: str = "synthetic-flowers"
     synth: SynthParams = SynthParams()
+    download: DownloadParams = DownloadParams()
+    hf: HFParams = HFParams()
+    folder: FolderParams = FolderParams()
     shard: ShardParams = ShardParams()
     embed: EmbedParams = EmbedParams()
     train: TrainParams = TrainParams()
@@ -114,6 +177,14 @@ class Params(Section):
         if v not in DATASETS:
             raise ValueError(f"unknown dataset {v!r} (known: {', '.join(DATASETS)})")
         return v
+
+    @model_validator(mode="after")
+    def _source_given(self) -> "Params":
+        if self.dataset == "hf" and not self.hf.name:
+            raise ValueError("hf.name: required when dataset is hf (a hub id or a saved dataset folder)")
+        if self.dataset == "folder" and not self.folder.path:
+            raise ValueError("folder.path: required when dataset is folder")
+        return self
 
 
 def _set(tree: dict, dotted: str, raw: str) -> None:
@@ -134,7 +205,7 @@ def _format(err: ValidationError, source: str) -> str:
         got = "" if e["type"] in ("extra_forbidden", "value_error") else f" (got {e['input']!r})"
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{key}: {msg}{got}")
+        parts.append(f"{key}: {msg}{got}" if key else f"{msg}{got}")
     return f"{source}: " + "; ".join(parts)
 
 

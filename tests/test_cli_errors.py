@@ -40,7 +40,7 @@ def error_line(proc, strict=True) -> str:
 
 
 def test_unknown_dataset(tmp_path, leftovers):
-    proc = t2i(tmp_path, "synth", "-S", "dataset=oxford-103", "--data", "data")
+    proc = t2i(tmp_path, "download", "-S", "dataset=oxford-103", "--data", "data")
     line = error_line(proc)
     assert "oxford-103" in line and "dataset" in line
     assert not (tmp_path / "data").exists()
@@ -55,7 +55,7 @@ def test_wrong_param_type(tmp_path):
 
 def test_unknown_key_in_params_file(tmp_path):
     (tmp_path / "my.yaml").write_text("synth:\n  num_imgs: 5\n")
-    proc = t2i(tmp_path, "synth", "--params", "my.yaml", "--data", "data")
+    proc = t2i(tmp_path, "download", "--params", "my.yaml", "--data", "data")
     line = error_line(proc)
     assert "synth.num_imgs" in line and "my.yaml" in line
     assert not (tmp_path / "data").exists()
@@ -64,7 +64,7 @@ def test_unknown_key_in_params_file(tmp_path):
 def test_output_under_a_file(tmp_path, leftovers):
     """``--data`` below a regular file cannot be created, even by root."""
     (tmp_path / "blocker").write_text("not a folder")
-    proc = t2i(tmp_path, "synth", "-S", "synth.num_images=4", "-S", "synth.render_size=32",
+    proc = t2i(tmp_path, "download", "-S", "synth.num_images=4", "-S", "synth.render_size=32",
                "--data", "blocker/data")
     line = error_line(proc)
     assert "blocker/data" in line
@@ -79,7 +79,7 @@ def test_unwritable_data_folder(tmp_path, leftovers):
     try:
         if os.access(data, os.W_OK):
             pytest.skip("running as a user (root) whom chmod does not stop from writing")
-        proc = t2i(tmp_path, "synth", "-S", "synth.num_images=4", "-S", "synth.render_size=32",
+        proc = t2i(tmp_path, "download", "-S", "synth.num_images=4", "-S", "synth.render_size=32",
                    "--data", "data")
         line = error_line(proc)
         assert "data" in line

@@ -1,8 +1,10 @@
 """The raw layout every dataset is brought into before sharding.
 
-``<raw>/images/<key>.png`` plus ``<raw>/samples.jsonl`` (one JSON line per sample, in a fixed
-order: key, split, captions, meta). The shard stage reads only this layout, so a new dataset
-needs only a writer of it.
+``<raw>/images/<key>.<png|jpg>`` plus ``<raw>/samples.jsonl`` (one JSON line per sample, in a
+fixed order: key, image file name, split, captions, meta) and ``<raw>/info.json`` (counts and
+the hashes of the source files). The shard stage reads only this layout, so a new dataset needs
+only a writer of it. Drawn images are stored as PNG; photos from a real dataset keep their
+original encoded bytes (no re-encode), and the shard stage decodes, crops and resizes them.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from PIL import Image
 from t2i import T2IError
 
 SPLITS = ("train", "test")
+FORMATS = {"PNG": "png", "JPEG": "jpg"}  # PIL format -> file extension kept in the raw layout
 
 
 @dataclass
 class Sample:
     key: str  # unique, no dots (WebDataset splits file names at the first dot)
-    image: Image.Image
+    image: Image.Image | bytes  # a decoded picture, or an encoded PNG/JPEG file kept byte for byte
     captions: list[str]
     split: str  # "train" or "test"
-    meta: dict = field(default_factory=dict)  # image_id, class_id, class_name, attributes, ...
+    meta: dict = field(default_factory=dict)  # image_id, class_id, class_name, attributes, bbox, ...
 
 
 def check_sample(s: Sample) -> None:
+    """The one caption and key check: every stage that takes samples in calls it."""
     if not s.key or "." in s.key or "/" in s.key:
         raise T2IError(f"bad sample key {s.key!r}: must be non-empty, without dots or slashes")
     if s.split not in SPLITS:
@@ -37,8 +41,20 @@ def check_sample(s: Sample) -> None:
     if not s.captions:
         raise T2IError(f"sample {s.key}: no captions")
     for i, c in enumerate(s.captions):
-        if not c or not c.strip():
+        if not isinstance(c, str) or not c.strip():
             raise T2IError(f"sample {s.key}: caption {i} is empty")
+
+
+def image_extension(data: bytes, name: str) -> str:
+    """``png`` or ``jpg`` for encoded image bytes; a clear error for anything else."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+    except (OSError, SyntaxError) as e:
+        raise T2IError(f"cannot read image {name}: {e}") from None
+    if fmt not in FORMATS:
+        raise T2IError(f"image {name} is {fmt}, expected PNG or JPEG")
+    return FORMATS[fmt]
 
 
 class RawWriter:
@@ -52,10 +68,14 @@ class RawWriter:
 
     def add(self, s: Sample) -> None:
         check_sample(s)
-        buf = io.BytesIO()
-        s.image.save(buf, format="PNG")
-        (self.folder / "images" / f"{s.key}.png").write_bytes(buf.getvalue())
-        row = {"key": s.key, "split": s.split, "captions": s.captions, "meta": s.meta}
+        if isinstance(s.image, bytes):
+            data, ext = s.image, image_extension(s.image, s.key)
+        else:
+            buf = io.BytesIO()
+            s.image.save(buf, format="PNG")
+            data, ext = buf.getvalue(), "png"
+        (self.folder / "images" / f"{s.key}.{ext}").write_bytes(data)
+        row = {"key": s.key, "image": f"{s.key}.{ext}", "split": s.split, "captions": s.captions, "meta": s.meta}
         self._index.write(json.dumps(row, sort_keys=True) + "\n")
         self.count += 1
 
@@ -70,19 +90,19 @@ class RawWriter:
 
 
 def read_raw(folder: Path) -> Iterator[Sample]:
-    """Stream the samples of a raw folder in its stored order (memory stays flat)."""
+    """Stream the samples of a raw folder in its stored order, images decoded to RGB."""
     folder = Path(folder)
     index = folder / "samples.jsonl"
     if not index.is_file():
-        raise T2IError(f"missing {index}: run the synth/download stage first")
+        raise T2IError(f"missing {index}: run the download stage first")
     with open(index, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:
                 row = json.loads(line)
-                key = row["key"]
+                key, name = row["key"], row["image"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise T2IError(f"{index}: line {n} is not a valid sample record") from None
-            path = folder / "images" / f"{key}.png"
+            path = folder / "images" / name
             try:
                 with Image.open(path) as im:
                     image = im.convert("RGB")

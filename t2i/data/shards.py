@@ -25,10 +25,19 @@ TAR_MTIME = 946684800  # 2000-01-01: any fixed value makes tars reproducible
 MANIFEST = "manifest.json"
 
 
-def square(image: Image.Image, size: int) -> Image.Image:
-    """Centre-crop to a square, then resize with antialiasing."""
+def square(image: Image.Image, size: int, bbox: list[float] | None = None) -> Image.Image:
+    """A ``size`` x ``size`` picture: centre-cropped to a square, or, given a bounding box
+    ``[x, y, w, h]``, cropped to a square of side 1.5x the box's longer side centred on the
+    box and clipped to the image, then resized with antialiasing (StackGAN's CUB crop: a crop
+    clipped at the border is stretched, not cut)."""
     w, h = image.size
-    if w != h:
+    if bbox is not None:
+        x, y, bw, bh = bbox
+        r, cx, cy = 0.75 * max(bw, bh), x + bw / 2, y + bh / 2
+        box = (max(0, round(cx - r)), max(0, round(cy - r)), min(w, round(cx + r)), min(h, round(cy + r)))
+        if box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
+            image = image.crop(box)
+    elif w != h:
         m = min(w, h)
         image = image.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
     if image.size != (size, size):
@@ -47,13 +56,14 @@ def encode_image(image: Image.Image, fmt: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def to_record(s: Sample, image_size: int, fmt: str, quality: int) -> dict:
+def to_record(s: Sample, image_size: int, fmt: str, quality: int, crop: str = "bbox") -> dict:
     check_sample(s)
+    bbox = s.meta.get("bbox") if crop == "bbox" else None
     captions = [" ".join(c.split()) for c in s.captions]  # one line each
     meta = {**s.meta, "key": s.key, "split": s.split}
     return {
         "__key__": s.key,
-        fmt: encode_image(square(s.image.convert("RGB"), image_size), fmt, quality),
+        fmt: encode_image(square(s.image.convert("RGB"), image_size, bbox), fmt, quality),
         "txt": ("\n".join(captions) + "\n").encode(),
         "json": json.dumps(meta, sort_keys=True).encode(),
     }
@@ -68,9 +78,15 @@ def write_shards(
     image_format: str = "png",
     jpeg_quality: int = 95,
     samples_per_shard: int = 1000,
+    crop: str = "bbox",
     progress=None,
 ) -> dict:
-    """Shard ``samples`` into the folder ``out`` (replaced atomically); return the manifest."""
+    """Shard ``samples`` into the folder ``out`` (replaced atomically); return the manifest.
+
+    ``crop="bbox"`` crops around ``meta["bbox"]`` where a sample has one (CUB); ``"none"`` keeps
+    the whole picture (centre square)."""
+    if crop not in ("bbox", "none"):
+        raise T2IError(f"unknown crop {crop!r} (expected bbox or none)")
     out = Path(out)
     with atomic_dir(out) as tmp:
         writers: dict[str, wds.ShardWriter] = {}
@@ -91,7 +107,7 @@ def write_shards(
 
         try:
             for s in samples:
-                opened(s.split).write(to_record(s, image_size, image_format, jpeg_quality))
+                opened(s.split).write(to_record(s, image_size, image_format, jpeg_quality, crop))
                 n_captions.add(len(s.captions))
                 if progress:
                     progress()

@@ -12,11 +12,13 @@ from __future__ import annotations
 import torch
 
 from t2i.evaluator import attribute_labels
-from t2i.metrics import EvalContext, register
+from t2i.metrics import EvalContext, MetricSkipped, register
 
 
 @register("attribute_accuracy")
 def attribute_accuracy(ctx: EvalContext) -> dict[str, float]:
+    if not ctx.evaluator.attributes:
+        raise MetricSkipped("the dataset has neither attribute nor class labels")
     labels = attribute_labels(ctx.meta, ctx.evaluator.attributes)  # {attr: (N,)}, -1 = unknown
     fake, real = ctx.outputs("fake")["logits"], ctx.outputs("real")["logits"]
     out: dict[str, float] = {}
@@ -34,7 +36,9 @@ def attribute_accuracy(ctx: EvalContext) -> dict[str, float]:
         out[f"attr/{attr}/chance_uniform"] = 1.0 / len(ctx.evaluator.attributes[attr])
         fakes.append(acc_fake)
         reals.append(acc_real)
-    if fakes:
-        out["attr/mean/fake"] = sum(fakes) / len(fakes)
-        out["attr/mean/real"] = sum(reals) / len(reals)
+    if not fakes:
+        raise MetricSkipped(f"no test image has a value of {', '.join(labels)} seen in training "
+                            "(class labels on a class-disjoint split)")
+    out["attr/mean/fake"] = sum(fakes) / len(fakes)
+    out["attr/mean/real"] = sum(reals) / len(reals)
     return out

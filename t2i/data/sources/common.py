@@ -1,0 +1,106 @@
+"""What the dataset adapters share: fetching their files, checking captions, seeded splits."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+from t2i import T2IError
+from t2i.data.download import Fetched, RemoteFile, fetch
+from t2i.params import Params
+
+SHOW = 5  # names quoted in a report of missing captions
+
+
+def fetch_all(files: list[RemoteFile], params: Params, progress: bool = True) -> dict[str, Fetched]:
+    """Each file verified under ``download.root`` (fetched only when missing or bad)."""
+    cfg = params.download
+    return {f.name: fetch(f, Path(cfg.root), mirror=cfg.mirror, md5=cfg.md5, retries=cfg.retries,
+                          timeout=cfg.timeout, backoff=cfg.backoff, progress=progress) for f in files}
+
+
+def sources_info(fetched: dict[str, Fetched], files: list[RemoteFile]) -> dict:
+    """What info.json records of each source file: size, md5, sha256 and whether its md5 is the
+    official one (only then are the official sample counts asserted)."""
+    official = {f.name: f.md5 for f in files}
+    return {name: {"bytes": f.size, "md5": f.md5, "sha256": f.sha256, "official": f.md5 == official[name]}
+            for name, f in sorted(fetched.items())}
+
+
+def is_official(fetched: dict[str, Fetched], files: list[RemoteFile]) -> bool:
+    """True when every file with a pinned official md5 matches it."""
+    return all(fetched[f.name].md5 == f.md5 for f in files if f.md5)
+
+
+def captions_per_image(params: Params, default: int) -> int:
+    return params.download.captions_per_image or default
+
+
+def clean_lines(text: str) -> list[str]:
+    """One caption per non-blank line, inner whitespace collapsed."""
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+
+
+def caption_cell(cell: object, column: str, where: str) -> list[str]:
+    """A caption column's value as captions: a string is one, a list of strings several, null none."""
+    if cell is None:
+        return []
+    if isinstance(cell, str):
+        cell = [cell]
+    if not isinstance(cell, list) or not all(isinstance(c, str) for c in cell):
+        raise T2IError(f"{where}: caption column {column!r} holds {str(cell)[:60]!r}, "
+                       f"expected a string or a list of strings")
+    return [" ".join(c.split()) for c in cell if c.strip()]
+
+
+class CaptionCheck:
+    """Keeps the first ``need`` captions of each image and counts images that have fewer."""
+
+    def __init__(self, need: int):
+        self.need = need
+        self.missing: list[str] = []  # images without any caption
+        self.short: list[str] = []  # images with fewer than ``need``
+
+    def take(self, name: str, captions: list[str] | None) -> list[str] | None:
+        if not captions:
+            self.missing.append(name)
+            return None
+        if len(captions) < self.need:
+            self.short.append(name)
+            return None
+        return captions[:self.need]
+
+    def report(self, total: int, max_missing: float) -> dict:
+        """Fail when more than ``max_missing`` of ``total`` images were dropped; else the summary."""
+        dropped = len(self.missing) + len(self.short)
+        info = {"images_without_captions": len(self.missing), "images_with_too_few_captions": len(self.short),
+                "first_without": self.missing[:SHOW], "first_too_few": self.short[:SHOW]}
+        if total and dropped / total > max_missing:
+            raise T2IError(
+                f"{dropped} of {total} images lack captions (no caption file: {len(self.missing)}"
+                f"{', e.g. ' + ', '.join(self.missing[:SHOW]) if self.missing else ''}; fewer than {self.need} lines: "
+                f"{len(self.short)}{', e.g. ' + ', '.join(self.short[:SHOW]) if self.short else ''}); "
+                f"download.max_missing allows {max_missing:g}")
+        return info
+
+
+def class_number(name: str) -> int:
+    """The class number in a class name: ``001.Black_footed_Albatross`` -> 1, ``class_00017`` -> 17."""
+    m = re.search(r"\d+", name)
+    if not m:
+        raise T2IError(f"cannot read a class number from {name!r}")
+    return int(m.group())
+
+
+def seeded_split(keys: list[str], classes: list | None, test_fraction: float, seed: int) -> dict[str, str]:
+    """``{key: "train" | "test"}``: class-disjoint when ``classes`` (one per key) are given, else by
+    image; a ``test_fraction`` share (at least one class or image) held out, the same for a seed."""
+    rng = random.Random(f"split-{seed}")
+    units = sorted(set(classes), key=str) if classes is not None else sorted(keys)
+    if len(units) < 2:
+        raise T2IError(f"cannot split {len(units)} {'class' if classes is not None else 'image'} into train and test")
+    rng.shuffle(units)
+    held = set(units[:max(1, round(test_fraction * len(units)))])
+    unit_of = classes if classes is not None else keys
+    return {k: "test" if u in held else "train" for k, u in zip(keys, unit_of)}
