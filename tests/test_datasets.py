@@ -253,3 +253,41 @@ def test_dvc_repro_on_a_real_dataset_layout(dataset, ranges, tmp_path):
     else:  # only class labels, and the split is class-disjoint: said, not scored
         assert "class-disjoint" in metrics["skipped"]["attribute_accuracy"]
     assert "Running stage" not in dvc(project, "repro")
+
+
+def test_unlabelled_folder_through_evaluator_and_evaluate(tmp_path):
+    """A `folder` dataset without class labels: seeded split by image, an evaluator with only its
+    text projection, and evaluate says why attribute accuracy is skipped."""
+    import torch
+
+    from conftest import bow_encode
+    from t2i.data.embed import embed_shards
+    from t2i.data.loader import embedded_urls
+    from t2i.data.shards import write_shards
+    from t2i.evaluate import evaluate
+    from t2i.evaluator import load_evaluator, train_evaluator
+    from t2i.models import Generator, ModelConfig
+
+    src = tmp_path / "pictures"
+    src.mkdir()
+    for i in range(24):
+        colour = list(realdata.COLOURS)[i % 6]
+        (src / f"{i:02d}.jpg").write_bytes(realdata.picture(colour, (40, 40), (8, 8, 20, 20)))
+        (src / f"{i:02d}.txt").write_text(f"a {colour} shape\na round {colour} thing\n")
+    p = load_params(tmp_path / "none.yaml", ["dataset=folder", f"folder.path={src}", "download.test_fraction=0.25"])
+    info = prepare(tmp_path / "raw", p, progress=False)
+    assert info["counts"] == {"train": 18, "test": 6} and info["classes"] is None
+    write_shards(read_raw(tmp_path / "raw"), tmp_path / "shards", dataset="folder", image_size=32, samples_per_shard=8)
+    embed_shards(tmp_path / "shards", tmp_path / "emb", lambda t: bow_encode(t, 16), model="bow", dim=16)
+
+    summary = train_evaluator(embedded_urls(tmp_path / "emb", "train"), tmp_path / "evaluator.pt", epochs=1,
+                              batch_size=6, feat_dim=16, progress=False)
+    assert summary["attributes"] == {}
+    evaluator = load_evaluator(tmp_path / "evaluator.pt")
+    torch.manual_seed(0)
+    generator = Generator(ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32))
+    result = evaluate(generator, evaluator, embedded_urls(tmp_path / "emb", "test"), tmp_path / "eval",
+                      metrics=["attribute_accuracy", "r_precision", "frechet_distance"], batch_size=8,
+                      grid_captions=2, grid_noise=2)
+    assert result["skipped"] == {"attribute_accuracy": "the dataset has neither attribute nor class labels"}
+    assert result["n_images"] == 6 and 0 <= result["r_precision/real"] <= 1 and result["fd_evaluator"] >= 0

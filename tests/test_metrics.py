@@ -85,6 +85,23 @@ def test_attribute_accuracy_skips_values_unseen_in_training() -> None:
     assert out["attr/colour/real"] == 1.0 and out["attr/colour/chance"] == 0.5
 
 
+def test_attribute_accuracy_says_why_it_is_skipped() -> None:
+    real, meta = colour_images(["red", "blue"])
+    unseen = [{"class_id": 7}, {"class_id": 8}]  # class head, class-disjoint test split
+
+    class ClassStub(ColourStub):
+        attributes = {"class": ["1", "2"]}
+
+    with pytest.raises(MetricSkipped, match="class-disjoint"):
+        METRICS["attribute_accuracy"](context(ClassStub(), real, meta=unseen))
+
+    class NoLabels(ColourStub):
+        attributes: dict = {}
+
+    with pytest.raises(MetricSkipped, match="neither attribute nor class labels"):
+        METRICS["attribute_accuracy"](context(NoLabels(), real, meta=[{}, {}]))
+
+
 def test_fake_equal_real_gives_equal_accuracy_with_a_real_evaluator() -> None:
     torch.manual_seed(0)
     ev = Evaluator({"colour": ["blue", "red"]}, emb_dim=8, image_size=S, feat_dim=32).eval()
@@ -204,5 +221,7 @@ def test_inception_runs_with_random_weights(tmp_path, monkeypatch) -> None:
     real = torch.rand(12, 3, S, S) * 2 - 1
     out = METRICS["inception"](context(ColourStub(), real, fake=real.flip(-1),
                                        inception_weights=str(weights)))
-    assert set(out) == {"inception/fid", "inception/is_mean", "inception/is_std"}
+    assert set(out) == {"inception/fid", "inception/is_mean", "inception/is_std", "inception/n_fake",
+                        "inception/n_real", "inception/resolution"}
+    assert out["inception/n_fake"] == out["inception/n_real"] == 12 and out["inception/resolution"] == S
     assert all(math.isfinite(v) for v in out.values())

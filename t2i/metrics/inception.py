@@ -3,7 +3,8 @@
 Skipped, with the reason recorded, when torch-fidelity cannot be imported, or when no
 InceptionV3 weights file is given and downloading is off (``online=False``). On 64x64 synthetic
 flowers these numbers say little (InceptionV3 was trained on ImageNet photos at 299x299); they
-are here for comparison with the literature on real datasets.
+are here for comparison with the literature on real datasets, so metrics.json also records how
+many images were scored, at which resolution, against which reference set (the real test split).
 """
 
 from __future__ import annotations
@@ -54,4 +55,7 @@ def inception(ctx: EvalContext) -> dict[str, float]:
         "inception/fid": float(scores["frechet_inception_distance"]),
         "inception/is_mean": float(scores["inception_score_mean"]),
         "inception/is_std": float(scores["inception_score_std"]),
+        "inception/n_fake": float(n),  # one image per test image, from one of its captions
+        "inception/n_real": float(len(ctx.real)),  # the reference set: the real test-split images
+        "inception/resolution": float(ctx.fake.shape[-1]),  # upsampled to 299 inside InceptionV3
     }

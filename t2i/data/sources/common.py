@@ -6,8 +6,11 @@ import random
 import re
 from pathlib import Path
 
+from tqdm import tqdm
+
 from t2i import T2IError
 from t2i.data.download import Fetched, RemoteFile, fetch
+from t2i.data.raw import RawWriter, Sample
 from t2i.params import Params
 
 SHOW = 5  # names quoted in a report of missing captions
@@ -31,6 +34,29 @@ def sources_info(fetched: dict[str, Fetched], files: list[RemoteFile]) -> dict:
 def is_official(fetched: dict[str, Fetched], files: list[RemoteFile]) -> bool:
     """True when every file with a pinned official md5 matches it."""
     return all(fetched[f.name].md5 == f.md5 for f in files if f.md5)
+
+
+def check_counts(counts: dict[str, int], expected: dict[str, int], official: bool, archive: str) -> None:
+    """The published split sizes must hold when the image archives are the official ones."""
+    if official and counts != expected:
+        raise T2IError(f"official {archive} should give {expected['train']} train + {expected['test']} test "
+                       f"images, got {counts['train']} + {counts['test']}")
+
+
+def write_moving(folder: Path, rows: list[tuple[str, Path, list[str], str, dict]], desc: str,
+                 progress: bool = True) -> dict[str, int]:
+    """Write ``(key, image file, captions, split, meta)`` rows to the raw folder, each image's
+    original bytes as they are; each unpacked file is deleted once written, so the images are on
+    disk once. Returns the count per split."""
+    counts = {"train": 0, "test": 0}
+    with RawWriter(folder) as out:
+        for key, path, captions, split, meta in tqdm(rows, desc=desc, unit="img", disable=not progress):
+            if not path.is_file():
+                raise T2IError(f"{meta.get('file', path.name)} is listed but not in the archive")
+            out.add(Sample(key, path.read_bytes(), captions, split, meta))
+            path.unlink()
+            counts[split] += 1
+    return counts
 
 
 def captions_per_image(params: Params, default: int) -> int:

@@ -13,13 +13,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tqdm import tqdm
-
 from t2i import T2IError
 from t2i.data.download import RemoteFile, extract
-from t2i.data.raw import RawWriter, Sample
 from t2i.data.sources import reed
-from t2i.data.sources.common import CaptionCheck, captions_per_image, fetch_all, is_official, sources_info
+from t2i.data.sources.common import (CaptionCheck, captions_per_image, check_counts, fetch_all, is_official,
+                                     sources_info, write_moving)
 from t2i.params import Params
 
 IMAGES = RemoteFile("CUB_200_2011.tgz", ("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",),
@@ -112,23 +110,12 @@ def prepare(folder: Path, params: Params, progress: bool = True) -> dict:
         meta = {"image_id": image_id, "class_id": number - 1, "class_name": name, "file": rel,
                 "bbox": [float(x) for x in boxes[image_id]], "attributes": attrs["eval"],
                 "cub_attributes": attrs["present"]}
-        rows.append((image_id, rel, caps, captions.split_of(number, rel), meta))
+        rows.append((f"cub_{image_id:05d}", base / "images" / rel, caps, captions.split_of(number, rel), meta))
     report = check.report(len(images), params.download.max_missing)
-
-    counts = {"train": 0, "test": 0}
-    with RawWriter(folder) as out:
-        for image_id, rel, caps, split, meta in tqdm(rows, desc="cub", unit="img", disable=not progress):
-            path = base / "images" / rel
-            if not path.is_file():
-                raise T2IError(f"{IMAGES.name}: images.txt lists {rel}, which is not in the archive")
-            out.add(Sample(f"cub_{image_id:05d}", path.read_bytes(), caps, split, meta))
-            path.unlink()  # keep disk use near one copy of the images
-            counts[split] += 1
+    counts = write_moving(folder, rows, "cub", progress)
     shutil.rmtree(work)
     official = is_official(fetched, [IMAGES])
-    if official and counts != EXPECTED:
-        raise T2IError(f"official {IMAGES.name} should give {EXPECTED['train']} train + {EXPECTED['test']} test "
-                       f"images, got {counts['train']} + {counts['test']}")
+    check_counts(counts, EXPECTED, official, IMAGES.name)
     return {
         "dataset": "cub",
         "counts": counts,

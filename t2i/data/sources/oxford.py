@@ -14,13 +14,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from t2i import T2IError
 from t2i.data.download import RemoteFile, extract
-from t2i.data.raw import RawWriter, Sample
 from t2i.data.sources import reed
-from t2i.data.sources.common import CaptionCheck, captions_per_image, fetch_all, is_official, sources_info
+from t2i.data.sources.common import (CaptionCheck, captions_per_image, check_counts, fetch_all, is_official,
+                                     sources_info, write_moving)
 from t2i.params import Params
 
 BASE = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
@@ -69,20 +68,12 @@ def prepare(folder: Path, params: Params, progress: bool = True) -> dict:
         number = int(labels[i - 1])
         meta = {"image_id": i, "class_id": number - 1, "class_name": f"class_{number:05d}",
                 "file": f"jpg/{stem}.jpg", "vgg_set": vgg_set.get(i, "none")}
-        rows.append((i, caps, captions.split_of(number, stem), meta))
+        rows.append((f"oxford_{i:05d}", paths[i], caps, captions.split_of(number, stem), meta))
     report = check.report(len(paths), params.download.max_missing)
-
-    counts = {"train": 0, "test": 0}
-    with RawWriter(folder) as out:
-        for i, caps, split, meta in tqdm(rows, desc="oxford-102", unit="img", disable=not progress):
-            out.add(Sample(f"oxford_{i:05d}", paths[i].read_bytes(), caps, split, meta))
-            paths[i].unlink()  # keep disk use near one copy of the images
-            counts[split] += 1
+    counts = write_moving(folder, rows, "oxford-102", progress)
     shutil.rmtree(work)
     official = is_official(fetched, files)
-    if official and counts != EXPECTED:
-        raise T2IError(f"official {IMAGES.name} should give {EXPECTED['train']} train + {EXPECTED['test']} test "
-                       f"images, got {counts['train']} + {counts['test']}")
+    check_counts(counts, EXPECTED, official, IMAGES.name)
     return {
         "dataset": "oxford-102",
         "counts": counts,
