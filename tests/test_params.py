@@ -145,3 +145,36 @@ def test_params_are_frozen():
     p = Params()
     with pytest.raises(Exception):
         p.synth.num_images = 5  # type: ignore[misc]
+
+
+def test_real_datasets_are_known():
+    assert {"cub", "oxford-102", "hf", "folder"} <= set(DATASETS)
+    from t2i.data.sources import ADAPTERS
+
+    assert tuple(ADAPTERS) == DATASETS  # every dataset has an adapter, and only those
+
+
+def test_md5_overrides(tmp_path):
+    p = load_params(tmp_path / "nope.yaml", ["download.md5={a.tgz: 0123456789ABCDEF0123456789abcdef, b.mat: 00012345678901234567890123456789}"])
+    # upper case folded; an all-digit md5 (which YAML reads as an integer) keeps its leading zeros
+    assert p.download.md5 == {"a.tgz": "0123456789abcdef0123456789abcdef", "b.mat": "00012345678901234567890123456789"}
+    msg = error_of(tmp_path / "nope.yaml", ["download.md5={a.tgz: not-an-md5}"])
+    assert "download.md5" in msg and "a.tgz" in msg and "not-an-md5" in msg
+
+
+@pytest.mark.parametrize("override, key", [
+    ("download.mirror=ftp://example.org/data", "download.mirror"),
+    ("download.max_missing=2", "download.max_missing"),
+    ("download.retries=-1", "download.retries"),
+    ("shard.crop=tight", "shard.crop"),
+])
+def test_download_params_name_key(tmp_path, override, key):
+    msg = error_of(tmp_path / "nope.yaml", [override])
+    assert key in msg and override.split("=", 1)[1] in msg
+
+
+@pytest.mark.parametrize("dataset, key", [("hf", "hf.name"), ("folder", "folder.path")])
+def test_generic_sources_need_their_location(tmp_path, dataset, key):
+    msg = error_of(tmp_path / "nope.yaml", [f"dataset={dataset}"])
+    assert key in msg and "required" in msg and not msg.split(": ", 1)[1].startswith(":")
+    assert load_params(tmp_path / "nope.yaml", [f"dataset={dataset}", f"{key}=/somewhere"]).dataset == dataset

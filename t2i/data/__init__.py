@@ -1,4 +1,4 @@
-"""Where samples come from (``raw``, ``synth``) and how they are stored (``shards``, ``embed``)."""
+"""Where samples come from (``raw``, ``synth``, ``download``, ``sources``) and how they are stored (``shards``, ``embed``)."""
 
 from pathlib import Path
 
