@@ -14,11 +14,11 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     """Synthetic flowers are drawn; cub and oxford-102 are downloaded to download.root (verified,
     resumable, kept across reruns) and prepared; hf and folder are read from where they are."""
     p = params(params_file, overrides)
-    from t2i.data.sources import prepare
+    from t2i.data.sources import prepare_raw
 
     out = raw_dir(data, p.dataset)
     with Timer() as t:
-        info = prepare(out, p)
+        info = prepare_raw(out, p)
     for name, src in info.get("sources", {}).items():
         pinned = "official md5" if src["official"] else f"md5 {src['md5']}"
         typer.echo(f"  {name}: {src['bytes']} bytes, {pinned}, sha256 {src['sha256']}")

@@ -18,7 +18,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     from t2i.evaluate import evaluate
     from t2i.evaluator import load_evaluator
     from t2i.text import pick_device
-    from t2i.train import load_generator
+    from t2i.checkpoint import load_generator
 
     metrics.get(cfg.metrics)  # unknown names fail before any work
     device = pick_device(cfg.device)
@@ -26,7 +26,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     evaluator = load_evaluator(data / "evaluator" / p.dataset / "evaluator.pt", device)
     out = data / "eval" / p.dataset
     with Timer() as t:
-        result = evaluate(generator, evaluator, embedded_urls(embedding_dir(data, p.dataset), "test"), out,
-                          **cfg.model_dump(exclude={"device"}), device=device)
+        result = evaluate(generator, evaluator, embedded_urls(embedding_dir(data, p.dataset), "test"), out, cfg,
+                          device=device)
     headline = {k: round(v, 3) for k, v in result.items() if isinstance(v, float) and "/" in k and k.endswith("fake")}
     done("evaluate", t.seconds, f"{json.dumps(headline)} -> {out / 'metrics.json'}")

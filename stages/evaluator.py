@@ -17,6 +17,6 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
 
     out = data / "evaluator" / p.dataset / "evaluator.pt"
     with Timer() as t:
-        summary = train_evaluator(embedded_urls(embedding_dir(data, p.dataset), "train"), out,
-                                  **p.evaluator.model_dump(exclude={"device"}), device=pick_device(p.evaluator.device))
+        summary = train_evaluator(embedded_urls(embedding_dir(data, p.dataset), "train"), out, p.evaluator,
+                                  device=pick_device(p.evaluator.device))
     done("evaluator", t.seconds, f"{summary} -> {out}")

@@ -13,7 +13,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     """Train (resuming from data/checkpoints/<dataset> when the params are unchanged)."""
     p = params(params_file, overrides)
     from t2i.data.loader import batches, embedded_urls
-    from t2i.train import training_loop
+    from t2i.train import DataSpec, training_loop
 
     src = embedding_dir(data, p.dataset)
     manifest = read_manifest(src)
@@ -22,11 +22,11 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     fixed = next(batches(embedded_urls(src, show), 8, drop_last=False))
     with Timer() as t:
         summary = training_loop(
-            urls, data / "models" / p.dataset, num_samples=manifest["splits"]["train"]["count"], checkpoint_dir=data / "checkpoints" / p.dataset,
-            live_dir=data / "train" / p.dataset, emb_dim=manifest["emb_dim"],
-            image_size=manifest["image_size"], text_model=manifest["text_model"],
+            urls, data / "models" / p.dataset, p.train,
+            data=DataSpec(emb_dim=manifest["emb_dim"], image_size=manifest["image_size"],
+                          text_model=manifest["text_model"], num_samples=manifest["splits"]["train"]["count"]),
+            checkpoint_dir=data / "checkpoints" / p.dataset, live_dir=data / "train" / p.dataset,
             sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]],
-            **p.train.model_dump(),
         )
     how = "resumed, " if summary["resumed"] else ""
     done("train", t.seconds, f"{how}{summary['steps']} steps, {summary['epochs']} epochs -> {data / 'models' / p.dataset}")

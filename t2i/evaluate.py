@@ -19,6 +19,7 @@ from t2i.grid import add_header, make_grid, save_png
 from t2i.io import write_json_atomic
 from t2i.metrics import EvalContext, MetricSkipped, get
 from t2i.models import Generator
+from t2i.params import EvaluateParams
 
 INTERP_STEPS = 8
 
@@ -60,14 +61,14 @@ def pick_distinct(meta: list[dict], k: int, gen: torch.Generator) -> list[int]:
 
 
 @torch.no_grad()
-def generate(generator: Generator, z: torch.Tensor, emb: torch.Tensor, device: str,
+def fake_images(generator: Generator, z: torch.Tensor, emb: torch.Tensor, device: str,
              batch_size: int) -> torch.Tensor:
     """G(z, emb) in batches -> (N, 3, S, S) float in [-1, 1] on the CPU."""
     return torch.cat([generator(zb.to(device), eb.to(device)).cpu()
                       for zb, eb in zip(z.split(batch_size), emb.split(batch_size))])
 
 
-def _check(generator: Generator, evaluator: Evaluator, data: dict) -> None:
+def _check_compatible(generator: Generator, evaluator: Evaluator, data: dict) -> None:
     size, dim = data["image"].shape[-1], data["emb"].shape[-1]
     cfg = generator.cfg
     if cfg.image_size != size:
@@ -83,18 +84,15 @@ def _check(generator: Generator, evaluator: Evaluator, data: dict) -> None:
 
 @torch.no_grad()
 def evaluate(generator: Generator, evaluator: Evaluator, test_urls: list[str], out_dir: str | os.PathLike,
-             *, metrics: list[str], seed: int = 0, device: str = "cpu", batch_size: int = 64,
-             max_images: int | None = None, grid_captions: int = 8, grid_noise: int = 8,
-             inception_weights: str | None = None, online: bool = False) -> dict:
-    """Score ``generator`` on the test split; write metrics.json, grid.png, interpolation.png."""
+             cfg: EvaluateParams = EvaluateParams(), *, device: str = "cpu") -> dict:
+    """Score ``generator`` on the test split; write metrics.json, grid.png, interpolation.png.
+    ``cfg``'s defaults and ranges live in t2i/params.py (``device`` is the resolved one)."""
+    metrics, seed, batch_size, max_images = cfg.metrics, cfg.seed, cfg.batch_size, cfg.max_images
+    grid_captions, grid_noise = cfg.grid_captions, cfg.grid_noise
     fns = get(list(metrics))
-    for name, value, low in (("batch_size", batch_size, 1), ("grid_captions", grid_captions, 1),
-                             ("grid_noise", grid_noise, 1), ("max_images", max_images, 2)):
-        if value is not None and value < low:
-            raise T2IError(f"evaluate {name} must be >= {low}, got {value}")
     out_dir = Path(out_dir)
     data = read_split(test_urls, batch_size, max_images)
-    _check(generator, evaluator, data)
+    _check_compatible(generator, evaluator, data)
     N, C, _ = data["emb"].shape
 
     was_training = generator.training
@@ -105,11 +103,11 @@ def evaluate(generator: Generator, evaluator: Evaluator, test_urls: list[str], o
         pick = torch.randint(0, C, (N,), generator=gen)  # one caption per test image
         emb = data["emb"][torch.arange(N), pick]  # (N, D)
         z = torch.randn(N, generator.cfg.z_dim, generator=gen)  # (N, z_dim)
-        fake = generate(generator, z, emb, device, batch_size)  # (N, 3, S, S)
+        fake = fake_images(generator, z, emb, device, batch_size)  # (N, 3, S, S)
 
         ctx = EvalContext(evaluator=evaluator, real=to_float(data["image"]), fake=fake, emb=emb,
                           all_emb=data["emb"], meta=data["meta"], seed=seed, device=device,
-                          batch_size=batch_size, inception_weights=inception_weights, online=online)
+                          batch_size=batch_size, inception_weights=cfg.inception_weights, online=cfg.online)
         results: dict = {"n_images": N, "n_captions_per_image": C, "seed": seed}
         skipped: dict[str, str] = {}
         for name, fn in zip(metrics, fns):
@@ -125,14 +123,14 @@ def evaluate(generator: Generator, evaluator: Evaluator, test_urls: list[str], o
         grid_z = z_cols.repeat(len(rows), 1)  # (rows * grid_noise, z_dim)
         grid_emb = emb[rows].repeat_interleave(grid_noise, dim=0)  # (rows * grid_noise, D)
         labels = [data["captions"][i][pick[i]] for i in rows]
-        grid = make_grid(generate(generator, grid_z, grid_emb, device, batch_size), grid_noise, labels)
+        grid = make_grid(fake_images(generator, grid_z, grid_emb, device, batch_size), grid_noise, labels)
 
         # GAN-INT: one noise vector, caption embeddings interpolated between two classes.
         a, b = pick_distinct(data["meta"], 2, gen)
         t = torch.linspace(0, 1, INTERP_STEPS)[:, None]  # (steps, 1)
         interp_emb = (1 - t) * emb[a] + t * emb[b]  # (steps, D)
         interp_z = torch.randn(1, generator.cfg.z_dim, generator=gen).expand(INTERP_STEPS, -1)
-        strip = make_grid(generate(generator, interp_z, interp_emb, device, batch_size), INTERP_STEPS)
+        strip = make_grid(fake_images(generator, interp_z, interp_emb, device, batch_size), INTERP_STEPS)
         strip = add_header(strip, [f"left: {data['captions'][a][pick[a]]}",
                                     f"right: {data['captions'][b][pick[b]]}"])
     finally:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from t2i import T2IError
 from t2i.data.loader import batches, to_float
 from t2i.io import save_torch
+from t2i.params import IMAGE_SIZES, EvaluatorParams
 
-SUPPORTED_IMAGE_SIZES = (32, 64, 128)
 CLASS_HEAD = "class"  # the single head of a dataset without attributes
 PATH_TOLERANCE = 0.02  # keep the local head if its train accuracy is at most this much lower
 
@@ -53,8 +53,8 @@ class Evaluator(nn.Module):
     def __init__(self, attributes: dict[str, list[str]], emb_dim: int, image_size: int = 64,
                  feat_dim: int = 256, paths: dict[str, str] | None = None) -> None:
         super().__init__()
-        if image_size not in SUPPORTED_IMAGE_SIZES:
-            raise T2IError(f"evaluator image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size!r}")
+        if image_size not in IMAGE_SIZES:
+            raise T2IError(f"evaluator image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
         self.attributes = {k: list(v) for k, v in attributes.items()}
         self.emb_dim, self.image_size, self.feat_dim = emb_dim, image_size, feat_dim
         self.paths = dict(paths) if paths is not None else {k: "global" for k in self.attributes}
@@ -212,15 +212,12 @@ def choose_paths(model: Evaluator, urls: list[str], batch_size: int, device: str
     return acc
 
 
-def train_evaluator(train_urls: list[str], out_path: str | os.PathLike, *, epochs: int = 12,
-                    batch_size: int = 64, lr: float = 2e-3, seed: int = 0, device: str = "cpu",
-                    threads: int = 0, augment: bool = True, feat_dim: int = 256,
-                    progress: bool = True) -> dict:
-    """Train an Evaluator on real training images; save it atomically to ``out_path``."""
-    if epochs < 1:
-        raise T2IError(f"evaluator epochs must be >= 1, got {epochs}")
-    if batch_size < 2:
-        raise T2IError(f"evaluator batch_size must be >= 2 (contrastive loss), got {batch_size}")
+def train_evaluator(train_urls: list[str], out_path: str | os.PathLike,
+                    cfg: EvaluatorParams = EvaluatorParams(), *, device: str = "cpu", progress: bool = True) -> dict:
+    """Train an Evaluator on real training images; save it atomically to ``out_path``.
+    ``cfg``'s defaults and ranges live in t2i/params.py (``device`` is the resolved one)."""
+    epochs, batch_size, lr, seed = cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed
+    threads, augment, feat_dim = cfg.threads, cfg.augment, cfg.feat_dim
     if not train_urls:
         raise T2IError("no training shards given to train the evaluator")
     old_threads = torch.get_num_threads()

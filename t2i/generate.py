@@ -7,15 +7,14 @@ from pathlib import Path
 import torch
 
 from t2i import T2IError
-from t2i.train import load_generator
+from t2i.checkpoint import load_generator
+from t2i.data.raw import check_captions
 
 
 def generate(generator_path: Path, captions: list[str], *, n: int = 8, seed: int = 0,
              device: str = "cpu", text_model: str | None = None) -> torch.Tensor:
     """(len(captions) * n, 3, S, S) images in [-1, 1]: ``n`` noise vectors per caption."""
-    for c in captions:
-        if not c or not c.strip():
-            raise T2IError(f"empty caption {c!r}: give a sentence describing the image")
+    check_captions(captions, "t2i generate")
     if n < 1:
         raise T2IError(f"-n must be at least 1, got {n}")
     G, config = load_generator(generator_path, device)

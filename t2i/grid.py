@@ -8,19 +8,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from t2i import T2IError
+from t2i.data.loader import to_uint8
 from t2i.io import atomic_file
 
 PAD = 2  # pixels between grid cells
 LABEL_WIDTH = 256  # pixels of the caption strip left of each grid row
 TEXT, BACKGROUND = (20, 20, 20), (255, 255, 255)
 
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images pass through; float images in [-1, 1] -> uint8 [0, 255]."""
-    if images.dtype == torch.uint8:
-        return images
-    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def _wrap(text: str, font, width: int) -> list[str]:

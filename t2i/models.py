@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-SUPPORTED_IMAGE_SIZES = (32, 64, 128)
+from t2i.params import IMAGE_SIZES
+
 
 
 @dataclass
@@ -25,10 +26,8 @@ class ModelConfig:
     channels: int = 3
 
     def __post_init__(self) -> None:
-        if self.image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(
-                f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size!r}"
-            )
+        if self.image_size not in IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size!r}")
 
     @property
     def n_blocks(self) -> int:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from t2i import T2IError
 
 DATASETS = ("synthetic-flowers", "cub", "oxford-102", "hf", "folder")
+IMAGE_SIZES = (32, 64, 128)  # what the generator, discriminator and evaluator are built for
 
 
 class Section(BaseModel):
@@ -92,11 +93,18 @@ class FolderParams(Section):
 
 
 class ShardParams(Section):
-    image_size: int = Field(64, ge=8, le=1024)
+    image_size: int = 64  # one of IMAGE_SIZES
     image_format: Literal["png", "jpg"] = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     samples_per_shard: int = Field(1000, ge=1)
     crop: Literal["bbox", "none"] = "bbox"  # bbox: 1.5x the bird's box where a sample has one (CUB)
+
+    @field_validator("image_size")
+    @classmethod
+    def _trainable(cls, v: int) -> int:
+        if v not in IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))} (the models' sizes), got {v}")
+        return v
 
 
 class EmbedParams(Section):
@@ -107,7 +115,7 @@ class EmbedParams(Section):
 
 
 class TrainParams(Section):
-    """GAN-CLS training; the keys are the keyword arguments of t2i.train.training_loop."""
+    """GAN-CLS training: the ``cfg`` of t2i.train.training_loop and t2i.gan.gan_step."""
 
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=2)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from t2i import T2IError
+from t2i.data.raw import check_captions
 
 BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -60,10 +61,8 @@ class TextEncoder:
         self.dim = int(self.model.get_embedding_dimension())
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        for t in texts:
-            if not t or not t.strip():
-                raise T2IError("empty caption: nothing to encode")
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        check_captions(list(texts), "text encoder")
         out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(out, dtype=np.float32)

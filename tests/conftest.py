@@ -76,7 +76,7 @@ def _build_shards(folder, n=24, render_size=32, image_size=16, samples_per_shard
     from t2i.data import synth
     from t2i.data.shards import write_shards
 
-    samples = synth.generate(n, render_size, seed, test_fraction)
+    samples = synth.flowers(n, render_size, seed, test_fraction)
     return write_shards(samples, Path(folder), dataset=DATASET, image_size=image_size,
                         samples_per_shard=samples_per_shard, **kw)
 

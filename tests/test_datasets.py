@@ -15,7 +15,7 @@ import realdata
 from t2i import T2IError
 from t2i.data.raw import read_raw
 from t2i.data.shards import square
-from t2i.data.sources import cub, oxford, prepare
+from t2i.data.sources import cub, oxford, prepare_raw
 from t2i.params import load_params
 
 
@@ -47,7 +47,7 @@ def oxford_mirror(tmp_path) -> dict[str, str]:
 
 
 def test_cub_raw_layout(tmp_path, cub_mirror):
-    info = prepare(tmp_path / "raw", params(tmp_path, "cub", cub_mirror), progress=False)
+    info = prepare_raw(tmp_path / "raw", params(tmp_path, "cub", cub_mirror), progress=False)
     per_class = 4
     n_test = per_class * len(realdata.CUB_TEST)
     assert info["counts"] == {"train": 24 - n_test, "test": n_test}
@@ -78,9 +78,9 @@ def test_cub_raw_layout(tmp_path, cub_mirror):
 
 def test_cub_rerun_is_identical_and_offline(tmp_path, cub_mirror, tree_hashes):
     p = params(tmp_path, "cub", cub_mirror)
-    prepare(tmp_path / "a", p, progress=False)
+    prepare_raw(tmp_path / "a", p, progress=False)
     shutil.rmtree(tmp_path / "mirror")  # verified files under download.root are enough now
-    prepare(tmp_path / "b", p, progress=False)
+    prepare_raw(tmp_path / "b", p, progress=False)
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
 
 
@@ -89,7 +89,7 @@ def test_official_counts_are_asserted(tmp_path, cub_mirror, monkeypatch):
     official = cub.IMAGES.__class__(cub.IMAGES.name, cub.IMAGES.urls, cub_mirror["CUB_200_2011.tgz"])
     monkeypatch.setattr(cub, "IMAGES", official)
     with pytest.raises(T2IError, match=r"should give 8855 train \+ 2933 test images, got 16 \+ 8"):
-        prepare(tmp_path / "raw", params(tmp_path, "cub", {}), progress=False)
+        prepare_raw(tmp_path / "raw", params(tmp_path, "cub", {}), progress=False)
     assert not (tmp_path / "raw").exists()
 
 
@@ -97,13 +97,13 @@ def test_images_without_captions_are_reported(tmp_path):
     stem = "Laysan_Albatross_0002_790006"
     md5s = realdata.cub_files(tmp_path / "mirror", skip_captions=(stem,), short_captions=("Sooty_Albatross_0001_790009",))
     with pytest.raises(T2IError) as e:
-        prepare(tmp_path / "raw", params(tmp_path, "cub", md5s), progress=False)
+        prepare_raw(tmp_path / "raw", params(tmp_path, "cub", md5s), progress=False)
     msg = str(e.value)
     assert "2 of 24 images lack captions" in msg and stem in msg and "Sooty_Albatross_0001_790009" in msg
     assert "download.max_missing" in msg and "\n" not in msg
     assert not (tmp_path / "raw").exists()
 
-    info = prepare(tmp_path / "raw", params(tmp_path, "cub", md5s, "download.max_missing=0.1"), progress=False)
+    info = prepare_raw(tmp_path / "raw", params(tmp_path, "cub", md5s, "download.max_missing=0.1"), progress=False)
     assert info["captions"]["images_without_captions"] == 1 and info["captions"]["images_with_too_few_captions"] == 1
     assert sum(info["counts"].values()) == 22
 
@@ -111,7 +111,7 @@ def test_images_without_captions_are_reported(tmp_path):
 def test_caption_archive_without_split_files(tmp_path):
     md5s = realdata.cub_files(tmp_path / "mirror", split_files=False)
     with pytest.raises(T2IError, match="cvpr2016_cub.tar.gz: no class split files found"):
-        prepare(tmp_path / "raw", params(tmp_path, "cub", md5s), progress=False)
+        prepare_raw(tmp_path / "raw", params(tmp_path, "cub", md5s), progress=False)
     assert not (tmp_path / "raw").exists()
 
 
@@ -119,7 +119,7 @@ def test_truncated_caption_archive(tmp_path, cub_mirror):
     path = tmp_path / "mirror/cvpr2016_cub.tar.gz"
     path.write_bytes(path.read_bytes()[:-200])  # no pinned md5: the unpacking finds it
     with pytest.raises(T2IError, match="corrupt or truncated archive .*cvpr2016_cub.tar.gz"):
-        prepare(tmp_path / "raw", params(tmp_path, "cub", {"CUB_200_2011.tgz": cub_mirror["CUB_200_2011.tgz"]}),
+        prepare_raw(tmp_path / "raw", params(tmp_path, "cub", {"CUB_200_2011.tgz": cub_mirror["CUB_200_2011.tgz"]}),
                 progress=False)
     assert not (tmp_path / "raw").exists()
 
@@ -127,7 +127,7 @@ def test_truncated_caption_archive(tmp_path, cub_mirror):
 def test_wrong_checksum_is_never_unpacked(tmp_path, cub_mirror):
     bad = dict(cub_mirror, **{"CUB_200_2011.tgz": "0" * 32})
     with pytest.raises(T2IError) as e:
-        prepare(tmp_path / "raw", params(tmp_path, "cub", bad), progress=False)
+        prepare_raw(tmp_path / "raw", params(tmp_path, "cub", bad), progress=False)
     assert "CUB_200_2011.tgz" in str(e.value) and "0" * 32 in str(e.value) and cub_mirror["CUB_200_2011.tgz"] in str(e.value)
     assert not (tmp_path / "downloads/CUB_200_2011.tgz").exists()
     assert not (tmp_path / "raw").exists()
@@ -141,7 +141,7 @@ def test_escaping_member_in_image_archive(tmp_path):
     realdata.write_tar(tmp_path / "mirror/cvpr2016_cub.tar.gz", caps)
     md5s = {n: realdata.md5(tmp_path / "mirror" / n) for n in ("CUB_200_2011.tgz", "cvpr2016_cub.tar.gz")}
     with pytest.raises(T2IError, match=r"unsafe member .*evil\.txt"):
-        prepare(tmp_path / "raw", params(tmp_path, "cub", md5s), progress=False)
+        prepare_raw(tmp_path / "raw", params(tmp_path, "cub", md5s), progress=False)
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "raw").exists()
 
 
@@ -149,7 +149,7 @@ def test_symlink_member_in_caption_archive(tmp_path, cub_mirror):
     tgz, caps = realdata.cub_members()
     realdata.write_tar(tmp_path / "mirror/cvpr2016_cub.tar.gz", caps, links={"cvpr2016_cub/text_c10/passwd.txt": "/etc/passwd"})
     with pytest.raises(T2IError, match=r"unsafe member .*passwd\.txt"):
-        prepare(tmp_path / "raw", params(tmp_path, "cub", {"CUB_200_2011.tgz": cub_mirror["CUB_200_2011.tgz"]}),
+        prepare_raw(tmp_path / "raw", params(tmp_path, "cub", {"CUB_200_2011.tgz": cub_mirror["CUB_200_2011.tgz"]}),
                 progress=False)
     assert not (tmp_path / "raw").exists()
 
@@ -158,7 +158,7 @@ def test_symlink_member_in_caption_archive(tmp_path, cub_mirror):
 
 
 def test_oxford_raw_layout(tmp_path, oxford_mirror):
-    info = prepare(tmp_path / "raw", params(tmp_path, "oxford-102", oxford_mirror), progress=False)
+    info = prepare_raw(tmp_path / "raw", params(tmp_path, "oxford-102", oxford_mirror), progress=False)
     assert info["counts"] == {"train": 12, "test": 8} and info["classes"] == {"train": 3, "test": 2}
     assert set(info["sources"]) == {"102flowers.tgz", "imagelabels.mat", "setid.mat", "cvpr2016_flowers.tar.gz"}
     samples = rows(tmp_path / "raw")
@@ -175,14 +175,14 @@ def test_corrupt_mat_file(tmp_path, oxford_mirror):
     (tmp_path / "mirror/imagelabels.mat").write_bytes(b"MATLAB 5.0 MAT-file, but not really")
     md5s = dict(oxford_mirror, **{"imagelabels.mat": realdata.md5(tmp_path / "mirror/imagelabels.mat")})
     with pytest.raises(T2IError, match="cannot read imagelabels.mat"):
-        prepare(tmp_path / "raw", params(tmp_path, "oxford-102", md5s), progress=False)
+        prepare_raw(tmp_path / "raw", params(tmp_path, "oxford-102", md5s), progress=False)
     assert not (tmp_path / "raw").exists()
 
 
 def test_oxford_from_pinned_official_urls_only_when_md5_matches(tmp_path, oxford_mirror):
     """Without an md5 override the miniature files fail the official pins: one line each, nothing unpacked."""
     with pytest.raises(T2IError) as e:
-        prepare(tmp_path / "raw", params(tmp_path, "oxford-102", {}), progress=False)
+        prepare_raw(tmp_path / "raw", params(tmp_path, "oxford-102", {}), progress=False)
     line = str(e.value)
     assert "\n" not in line and oxford.IMAGES.md5 in line and oxford_mirror["102flowers.tgz"] in line
 
@@ -274,6 +274,7 @@ def test_unlabelled_folder_through_evaluator_and_evaluate(tmp_path):
     from t2i.evaluate import evaluate
     from t2i.evaluator import load_evaluator, train_evaluator
     from t2i.models import Generator, ModelConfig
+    from t2i.params import EvaluateParams, EvaluatorParams
 
     src = tmp_path / "pictures"
     src.mkdir()
@@ -282,19 +283,19 @@ def test_unlabelled_folder_through_evaluator_and_evaluate(tmp_path):
         (src / f"{i:02d}.jpg").write_bytes(realdata.picture(colour, (40, 40), (8, 8, 20, 20)))
         (src / f"{i:02d}.txt").write_text(f"a {colour} shape\na round {colour} thing\n")
     p = load_params(tmp_path / "none.yaml", ["dataset=folder", f"folder.path={src}", "download.test_fraction=0.25"])
-    info = prepare(tmp_path / "raw", p, progress=False)
+    info = prepare_raw(tmp_path / "raw", p, progress=False)
     assert info["counts"] == {"train": 18, "test": 6} and info["classes"] is None
     write_shards(read_raw(tmp_path / "raw"), tmp_path / "shards", dataset="folder", image_size=32, samples_per_shard=8)
     embed_shards(tmp_path / "shards", tmp_path / "emb", lambda t: bow_encode(t, 16), model="bow", dim=16)
 
-    summary = train_evaluator(embedded_urls(tmp_path / "emb", "train"), tmp_path / "evaluator.pt", epochs=1,
-                              batch_size=6, feat_dim=16, progress=False)
+    summary = train_evaluator(embedded_urls(tmp_path / "emb", "train"), tmp_path / "evaluator.pt",
+                              EvaluatorParams(epochs=1, batch_size=6, feat_dim=16), progress=False)
     assert summary["attributes"] == {}
     evaluator = load_evaluator(tmp_path / "evaluator.pt")
     torch.manual_seed(0)
     generator = Generator(ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32))
     result = evaluate(generator, evaluator, embedded_urls(tmp_path / "emb", "test"), tmp_path / "eval",
-                      metrics=["attribute_accuracy", "r_precision", "frechet_distance"], batch_size=8,
-                      grid_captions=2, grid_noise=2)
+                      EvaluateParams(metrics=["attribute_accuracy", "r_precision", "frechet_distance"], batch_size=8,
+                                     grid_captions=2, grid_noise=2))
     assert result["skipped"] == {"attribute_accuracy": "the dataset has neither attribute nor class labels"}
     assert result["n_images"] == 6 and 0 <= result["r_precision/real"] <= 1 and result["fd_evaluator"] >= 0

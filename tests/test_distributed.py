@@ -10,7 +10,7 @@ import textwrap
 import torch
 
 from t2i.data.loader import batches
-from tests.test_train import TINY
+from tests.test_train import DATA, TINY
 
 
 def test_rank_slices_are_disjoint_and_complete(train_urls):
@@ -22,17 +22,21 @@ def test_rank_slices_are_disjoint_and_complete(train_urls):
 
 
 def test_torchrun_two_ranks(train_urls, tmp_path):
+    steps = 2 * (32 // 2 // TINY["batch_size"])  # 2 epochs x 2 steps per rank
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import os, torch
-        import t2i.train as train
-        made = []  # keep each rank's models to compare them afterwards
-        build = train.build_models
-        train.build_models = lambda cfg: made.append(build(cfg)) or made[-1]
-        train.training_loop({train_urls!r}, {str(tmp_path / "out")!r}, num_samples=32, **{TINY!r})
-        G, D = made[0]
-        torch.save({{**G.state_dict(), **{{"D." + k: v for k, v in D.state_dict().items()}}}},
-                   os.path.join({str(tmp_path)!r}, "rank" + os.environ["RANK"] + ".pt"))
+        from t2i.params import TrainParams
+        from t2i.train import DataSpec, training_loop
+
+        def keep(step, G, D):  # each rank saves its own weights after its last step
+            if step == {steps}:
+                torch.save({{**dict(G.named_parameters()), **{{"D." + k: v for k, v in D.named_parameters()}}}},
+                           os.path.join({str(tmp_path)!r}, "rank" + os.environ["RANK"] + ".pt"))
+
+        data = DataSpec(emb_dim={DATA.emb_dim}, image_size={DATA.image_size}, text_model="bow", num_samples=32)
+        training_loop({train_urls!r}, {str(tmp_path / "out")!r}, TrainParams(**{TINY!r}), data=data, on_step=keep,
+                      progress=False)
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531", str(script)]
@@ -42,7 +46,7 @@ def test_torchrun_two_ranks(train_urls, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "generator.pt"]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["config"]["world_size"] == 2
-    assert ckpt["step"] == 2 * (32 // 2 // TINY["batch_size"])  # 2 epochs x 2 steps per rank
+    assert ckpt["step"] == steps
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0.keys() == r1.keys()
     assert all(torch.allclose(r0[k].float(), r1[k].float(), atol=1e-6) for k in r0)  # averaged gradients

@@ -216,7 +216,7 @@ def test_empty_caption_line_is_an_error(tmp_path, fake_encoder, leftovers):
     (src / "train-000000.tar").write_bytes(buf.getvalue())
     (src / MANIFEST).write_bytes(dump_json(
         {"dataset": "x", "splits": {"train": {"count": 1, "shards": [{"name": "train-000000.tar", "count": 1}]}}}))
-    with pytest.raises(T2IError, match=r"train-000000\.tar: sample k1 caption 1 is empty"):
+    with pytest.raises(T2IError, match=r"train-000000\.tar: sample k1: caption 1 is empty"):
         run(src, tmp_path / "emb", fake_encoder)
     assert_nothing_written(tmp_path, leftovers)
 
@@ -239,7 +239,7 @@ def test_real_encoder_deterministic_and_semantic(text_encoder):
     sim = unit @ unit.T
     assert sim[0, 1] > 0.8
     assert sim[0, 1] > sim[0, 2] + 0.3 and sim[0, 1] > sim[1, 2] + 0.3
-    with pytest.raises(T2IError, match="empty caption"):
+    with pytest.raises(T2IError, match="text encoder: caption 1 is empty"):
         text_encoder.encode(["fine", " "])
 
 

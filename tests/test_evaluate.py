@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from t2i import T2IError
+from t2i.params import EvaluateParams, load_params
 from t2i.data.loader import batches, embedded_urls
 from t2i.evaluate import evaluate
 from t2i.grid import LABEL_WIDTH, PAD, make_grid
@@ -40,7 +41,7 @@ def setup(tmp_path_factory, make_embedded):
 
 def run(setup, out, **kw):
     _, generator, evaluator, urls = setup
-    return evaluate(generator, evaluator, urls, out, **{"metrics": METRICS, "batch_size": 8, **kw})
+    return evaluate(generator, evaluator, urls, out, EvaluateParams(**{"metrics": METRICS, "batch_size": 8, **kw}))
 
 
 def test_writes_metrics_and_pngs(setup, tmp_path) -> None:
@@ -91,14 +92,14 @@ def test_unknown_metric_fails_before_any_work(setup, tmp_path) -> None:
 
 def test_bad_arguments(setup, tmp_path) -> None:
     _, _, evaluator, urls = setup
-    with pytest.raises(T2IError, match="max_images must be >= 2, got 1"):
-        run(setup, tmp_path / "x", max_images=1)
+    with pytest.raises(T2IError, match="evaluate.max_images"):  # ranges are checked once, in params.py
+        load_params(tmp_path / "none.yaml", ["evaluate.max_images=1"])
     big = Generator(ModelConfig(emb_dim=DIM, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=64))
     with pytest.raises(T2IError, match="generator makes 64x64 images but the test split is 32x32"):
-        evaluate(big, evaluator, urls, tmp_path / "x", metrics=[])
+        evaluate(big, evaluator, urls, tmp_path / "x", EvaluateParams(metrics=[]))
     other = Generator(ModelConfig(emb_dim=8, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=S))
     with pytest.raises(T2IError, match="emb_dim 8"):
-        evaluate(other, evaluator, urls, tmp_path / "x", metrics=[])
+        evaluate(other, evaluator, urls, tmp_path / "x", EvaluateParams(metrics=[]))
     assert not (tmp_path / "x").exists()
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from t2i import T2IError
+from t2i.params import EvaluatorParams, load_params
 from t2i.data.loader import batches, embedded_urls
 from t2i.data.loader import to_float
 from t2i.evaluator import (
@@ -27,8 +28,8 @@ def tiny(tmp_path_factory, make_embedded):
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("ev") / "evaluator.pt"
-    summary = train_evaluator(embedded_urls(tiny, "train"), out, epochs=20, batch_size=16, lr=3e-3,
-                              seed=0, progress=False)
+    summary = train_evaluator(embedded_urls(tiny, "train"), out, EvaluatorParams(epochs=20, batch_size=16, lr=3e-3),
+                              progress=False)
     return out, summary
 
 
@@ -87,7 +88,7 @@ def test_training_beats_chance_on_train_attributes(trained, tiny) -> None:
 def test_training_is_deterministic(trained, tiny, tmp_path) -> None:
     path, _ = trained
     again = tmp_path / "again.pt"
-    train_evaluator(embedded_urls(tiny, "train"), again, epochs=20, batch_size=16, lr=3e-3, seed=0,
+    train_evaluator(embedded_urls(tiny, "train"), again, EvaluatorParams(epochs=20, batch_size=16, lr=3e-3),
                     progress=False)
     assert again.read_bytes() == path.read_bytes()  # byte-identical files: stable DVC hashes
     a, b = torch.load(path, weights_only=True), torch.load(again, weights_only=True)
@@ -96,7 +97,7 @@ def test_training_is_deterministic(trained, tiny, tmp_path) -> None:
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     other = tmp_path / "other.pt"
-    train_evaluator(embedded_urls(tiny, "train"), other, epochs=1, batch_size=16, seed=1, progress=False)
+    train_evaluator(embedded_urls(tiny, "train"), other, EvaluatorParams(epochs=1, batch_size=16, seed=1), progress=False)
     c = torch.load(other, weights_only=True)
     assert not torch.equal(a["state_dict"]["proj.weight"], c["state_dict"]["proj.weight"])
 
@@ -124,8 +125,8 @@ def test_missing_and_corrupt_checkpoints(tmp_path) -> None:
 
 
 def test_bad_training_arguments(tiny, tmp_path) -> None:
-    with pytest.raises(T2IError, match="epochs must be >= 1, got 0"):
-        train_evaluator(embedded_urls(tiny, "train"), tmp_path / "e.pt", epochs=0)
+    with pytest.raises(T2IError, match="evaluator.epochs"):  # ranges are checked once, in params.py
+        load_params(tmp_path / "none.yaml", ["evaluator.epochs=0"])
     with pytest.raises(T2IError, match="no training shards"):
         train_evaluator([], tmp_path / "e.pt")
     assert not (tmp_path / "e.pt").exists()

@@ -14,7 +14,7 @@ from PIL import Image
 from t2i import T2IError
 from t2i.generate import generate
 from t2i.models import Generator, ModelConfig
-from t2i.train import save_generator
+from t2i.checkpoint import save_generator
 
 
 def tiny_generator(path: Path, emb_dim: int) -> Path:
@@ -47,7 +47,7 @@ def test_generate_grid_repeatable_by_seed(tmp_path):
 def test_empty_caption_is_an_error(tmp_path, caption):
     r = cli(caption, "--checkpoint", str(tiny_generator(tmp_path / "g.pt", 384)), cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith("error: empty caption")
+    assert r.stderr.strip().splitlines()[-1].startswith("error: t2i generate: caption 0 is empty")
     assert not (tmp_path / "grid.png").exists()
 
 

@@ -70,9 +70,9 @@ def test_string_float_in_file_is_coerced(tmp_path):
 def test_overrides_win_over_file_and_apply_in_order(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("shard:\n  image_size: 64\n  image_format: png\n")
-    p = load_params(f, ["shard.image_size=32", "shard.image_format=jpg", "shard.image_size=16",
+    p = load_params(f, ["shard.image_size=32", "shard.image_format=jpg", "shard.image_size=128",
                         "embed.model=my-model"])
-    assert p.shard.image_size == 16 and p.shard.image_format == "jpg"
+    assert p.shard.image_size == 128 and p.shard.image_format == "jpg"
     assert p.embed.model == "my-model"
 
 
@@ -110,6 +110,7 @@ def test_wrong_type_names_key(tmp_path, override, key):
     ("synth.test_fraction=0", "synth.test_fraction"),
     ("synth.num_images=0", "synth.num_images"),
     ("shard.image_size=4", "shard.image_size"),
+    ("shard.image_size=48", "shard.image_size"),  # not a size the models are built for
     ("shard.jpeg_quality=101", "shard.jpeg_quality"),
     ("embed.model=", "embed.model"),
 ])

@@ -19,7 +19,7 @@ SPS = 5
 
 
 def gen(n=N, seed=0):
-    return synth.generate(n, 32, seed, 0.3)
+    return synth.flowers(n, 32, seed, 0.3)
 
 
 def shard(samples, out, **kw):

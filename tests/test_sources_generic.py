@@ -69,7 +69,7 @@ def txt_folder(tmp_path) -> Path:
 
 def prepare_folder(tmp_path: Path, p, name: str = "raw") -> tuple[Path, dict]:
     out = tmp_path / name
-    return out, folder_src.prepare(out, p, progress=False)
+    return out, folder_src.prepare_folder(out, p, progress=False)
 
 
 # --------------------------------------------------------------------------- folder
@@ -114,10 +114,10 @@ def test_folder_txt_split_by_image(tmp_path, txt_folder):
     assert info["split"] == "seeded by image, test_fraction=0.25, seed=0"
     assert samples[3]["captions"] == ["a yellow square"]
     assert samples[3]["meta"] == {"image_id": 3, "file": "img03.png"}
-    two = folder_src.prepare(tmp_path / "two", folder_params(txt_folder, "download.captions_per_image=2"), False)
+    two = folder_src.prepare_folder(tmp_path / "two", folder_params(txt_folder, "download.captions_per_image=2"), False)
     assert two["captions_per_image"] == 2
     assert rows(tmp_path / "two")[3]["captions"] == ["a yellow square", "plain yellow"]
-    other = folder_src.prepare(tmp_path / "seed1", folder_params(txt_folder, "download.seed=1"), False)
+    other = folder_src.prepare_folder(tmp_path / "seed1", folder_params(txt_folder, "download.seed=1"), False)
     assert other["counts"] == info["counts"]
     assert [s["split"] for s in rows(tmp_path / "seed1")] != [s["split"] for s in samples]
 
@@ -238,7 +238,7 @@ def hf_params(path: Path, *overrides: str):
 
 def test_hf_saved_dataset_dict(tmp_path, saved):
     out = tmp_path / "raw"
-    info = hf_src.prepare(out, hf_params(saved, "hf.class_column=label"), progress=False)
+    info = hf_src.prepare_hf(out, hf_params(saved, "hf.class_column=label"), progress=False)
     assert info["dataset"] == "hf" and info["source"] == str(saved)
     assert info["counts"] == {"train": 12, "test": 6} and info["classes"] == {"train": 3, "test": 3}
     assert info["split"] == "hub splits train/test"
@@ -254,22 +254,22 @@ def test_hf_saved_dataset_dict(tmp_path, saved):
     assert sum(s["image"].endswith(".jpg") for s in samples) == 9  # original JPEG bytes kept
     manifest = write_shards(read_raw(out), tmp_path / "shards", dataset="hf", image_size=16, samples_per_shard=8)
     assert {k: v["count"] for k, v in manifest["splits"].items()} == {"train": 12, "test": 6}
-    again = hf_src.prepare(tmp_path / "again", hf_params(saved, "hf.class_column=label"), progress=False)
+    again = hf_src.prepare_hf(tmp_path / "again", hf_params(saved, "hf.class_column=label"), progress=False)
     assert again == info and (tmp_path / "again" / "samples.jsonl").read_bytes() == (out / "samples.jsonl").read_bytes()
 
 
 def test_hf_class_types_and_seeded_split(tmp_path, saved):
     p = hf_params(saved, "hf.class_column=kind", "hf.test_split=null", "download.captions_per_image=2")
-    info = hf_src.prepare(tmp_path / "kind", p, progress=False)
+    info = hf_src.prepare_hf(tmp_path / "kind", p, progress=False)
     samples = rows(tmp_path / "kind")
     assert info["counts"] == {"train": 8, "test": 4} and info["classes"] == {"train": 2, "test": 1}
     assert info["split"] == "seeded class-disjoint, test_fraction=0.2, seed=0"
     classes = {(s["meta"]["class_id"], s["meta"]["class_name"]) for s in samples}
     assert classes == {(0, "BLUE"), (1, "GREEN"), (2, "RED")}  # sorted names
     assert all(len(s["captions"]) == 2 for s in samples)
-    hf_src.prepare(tmp_path / "number", hf_params(saved, "hf.class_column=number"), progress=False)
+    hf_src.prepare_hf(tmp_path / "number", hf_params(saved, "hf.class_column=number"), progress=False)
     assert {s["meta"]["class_id"] for s in rows(tmp_path / "number")} == {10, 11, 12}
-    info = hf_src.prepare(tmp_path / "plain", hf_params(saved, "hf.test_split=null",
+    info = hf_src.prepare_hf(tmp_path / "plain", hf_params(saved, "hf.test_split=null",
                                                       "download.test_fraction=0.25"), progress=False)
     assert info["counts"] == {"train": 9, "test": 3} and info["classes"] is None
     assert info["split"] == "seeded by image, test_fraction=0.25, seed=0"
@@ -284,12 +284,12 @@ def test_hf_single_saved_dataset_and_string_captions(tmp_path):
         features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")}))
     ds.save_to_disk(str(tmp_path / "one"))
     p = params("dataset=hf", f"hf.name={tmp_path / 'one'}", "hf.test_split=null", "download.max_missing=0.2")
-    info = hf_src.prepare(tmp_path / "raw", p, progress=False)
+    info = hf_src.prepare_hf(tmp_path / "raw", p, progress=False)
     assert info["counts"]["train"] + info["counts"]["test"] == 5
     assert info["captions"]["first_without"] == ["train/5"]
     assert rows(tmp_path / "raw")[0]["captions"] == ["a red square"]
     with pytest.raises(T2IError, match=r"hf.test_split: no split 'test' in .*one \(available: train\)"):
-        hf_src.prepare(tmp_path / "bad", params("dataset=hf", f"hf.name={tmp_path / 'one'}"), progress=False)
+        hf_src.prepare_hf(tmp_path / "bad", params("dataset=hf", f"hf.name={tmp_path / 'one'}"), progress=False)
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -305,14 +305,14 @@ def test_hf_single_saved_dataset_and_string_captions(tmp_path):
 ])
 def test_hf_errors(tmp_path, saved, overrides, match):
     with pytest.raises(T2IError, match=match) as e:
-        hf_src.prepare(tmp_path / "raw", hf_params(saved, *overrides), progress=False)
+        hf_src.prepare_hf(tmp_path / "raw", hf_params(saved, *overrides), progress=False)
     assert "\n" not in str(e.value)
 
 
 def test_hf_load_error_names_dataset(tmp_path):
     pytest.importorskip("datasets")
     with pytest.raises(T2IError, match=r"hf.name: cannot load dataset 'no-such-user/no-such-set'") as e:
-        hf_src.prepare(tmp_path / "raw", params("dataset=hf", "hf.name=no-such-user/no-such-set"), progress=False)
+        hf_src.prepare_hf(tmp_path / "raw", params("dataset=hf", "hf.name=no-such-user/no-such-set"), progress=False)
     assert "\n" not in str(e.value)
 
 
@@ -328,9 +328,9 @@ def test_hf_streamed_hub_dataset_matches_saved(tmp_path, saved, monkeypatch, cap
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     for extra in (["hf.class_column=kind"], []):
         p = hf_params(saved, "hf.test_split=null", *extra)
-        local = hf_src.prepare(tmp_path / "local", p, progress=False)
+        local = hf_src.prepare_hf(tmp_path / "local", p, progress=False)
         hub_id = p.model_copy(update={"hf": p.hf.model_copy(update={"name": "user/squares"})})
-        hub = hf_src.prepare(tmp_path / "hub", hub_id)
+        hub = hf_src.prepare_hf(tmp_path / "hub", hub_id)
         assert calls[-1] == ("user/squares", None, None, True)
         assert {**hub, "source": str(saved)} == local
         assert (tmp_path / "hub" / "samples.jsonl").read_bytes() == (tmp_path / "local" / "samples.jsonl").read_bytes()
@@ -347,12 +347,12 @@ def test_hf_images_by_path_keep_their_bytes(tmp_path, monkeypatch):
     ds = datasets.Dataset.from_dict({"image": [str(x) for x in paths], "text": COLOURS}, features=features)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict({"train": ds}))
     p = params("dataset=hf", "hf.name=user/by-path", "hf.test_split=null")
-    hf_src.prepare(tmp_path / "raw", p, progress=False)
+    hf_src.prepare_hf(tmp_path / "raw", p, progress=False)
     for s in rows(tmp_path / "raw"):
         assert (tmp_path / "raw" / "images" / s["image"]).read_bytes() == paths[s["meta"]["image_id"]].read_bytes()
     paths[2].unlink()
     with pytest.raises(T2IError, match=r"row train/2: cannot read image .*blue\.jpg"):
-        hf_src.prepare(tmp_path / "gone", p, progress=False)
+        hf_src.prepare_hf(tmp_path / "gone", p, progress=False)
 
 
 def test_hf_image_cells():

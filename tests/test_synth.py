@@ -22,7 +22,7 @@ def png(image) -> bytes:
 
 @pytest.fixture(scope="module")
 def samples():
-    return list(synth.generate(N, SIZE, seed=0, test_fraction=0.2))
+    return list(synth.flowers(N, SIZE, seed=0, test_fraction=0.2))
 
 
 # One regex per template, with named groups restricted to the allowed words, so a caption
@@ -61,7 +61,7 @@ def parse(caption: str) -> tuple[int, dict]:
 
 
 def test_same_seed_same_bytes_and_captions(samples):
-    again = list(synth.generate(N, SIZE, seed=0, test_fraction=0.2))
+    again = list(synth.flowers(N, SIZE, seed=0, test_fraction=0.2))
     assert [s.key for s in again] == [s.key for s in samples]
     for a, b in zip(samples, again):
         assert png(a.image) == png(b.image)
@@ -71,13 +71,13 @@ def test_same_seed_same_bytes_and_captions(samples):
 
 def test_prefix_is_stable_when_num_images_grows(samples):
     """Every image depends only on (seed, index): asking for fewer images gives a prefix."""
-    short = list(synth.generate(10, SIZE, seed=0, test_fraction=0.2))
+    short = list(synth.flowers(10, SIZE, seed=0, test_fraction=0.2))
     for a, b in zip(short, samples[:10]):
         assert png(a.image) == png(b.image) and a.captions == b.captions
 
 
 def test_different_seed_differs(samples):
-    other = list(synth.generate(N, SIZE, seed=1, test_fraction=0.2))
+    other = list(synth.flowers(N, SIZE, seed=1, test_fraction=0.2))
     same_images = sum(png(a.image) == png(b.image) for a, b in zip(samples, other))
     same_captions = sum(a.captions == b.captions for a, b in zip(samples, other))
     assert same_images == 0
@@ -89,14 +89,14 @@ def test_different_seed_differs(samples):
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_images_are_rgb_of_requested_size(size):
-    for s in synth.generate(5, size, seed=3, test_fraction=0.2):
+    for s in synth.flowers(5, size, seed=3, test_fraction=0.2):
         assert s.image.mode == "RGB"
         assert s.image.size == (size, size)
 
 
 def test_petal_colour_is_visible():
     """The described petal colour is the dominant flower colour in every picture."""
-    for s in synth.generate(40, 48, seed=5, test_fraction=0.2):
+    for s in synth.flowers(40, 48, seed=5, test_fraction=0.2):
         pixels = np.asarray(s.image, dtype=np.float32)
         near = {
             name: float((np.linalg.norm(pixels - np.array(rgb, np.float32), axis=-1) < 40).mean())
@@ -109,7 +109,7 @@ def test_petal_colour_is_visible():
 
 def test_flower_centre_region_is_not_background():
     """The middle of the picture is flower (petal or centre colour), not background."""
-    for s in synth.generate(20, 48, seed=6, test_fraction=0.2):
+    for s in synth.flowers(20, 48, seed=6, test_fraction=0.2):
         a = s.meta["attributes"]
         pixels = np.asarray(s.image, dtype=np.float32)
         mid = pixels[20:28, 20:28].reshape(-1, 3)
@@ -176,7 +176,7 @@ def test_centre_synonyms_all_used(samples):
 
 def test_articles_before_vowels():
     seen_an_orange = 0
-    for s in synth.generate(60, 16, seed=2, test_fraction=0.2):
+    for s in synth.flowers(60, 16, seed=2, test_fraction=0.2):
         for c in s.captions:
             assert not re.search(r"\ba [aeiou]", c), c
             assert not re.search(r"\ban [^aeiou]", c), c
@@ -232,7 +232,7 @@ def test_split_is_class_disjoint(samples):
 def test_write_roundtrips_through_raw_layout(tmp_path):
     info = synth.write(tmp_path / "raw", 12, 32, seed=4, test_fraction=0.3)
     back = list(read_raw(tmp_path / "raw"))
-    fresh = list(synth.generate(12, 32, seed=4, test_fraction=0.3))
+    fresh = list(synth.flowers(12, 32, seed=4, test_fraction=0.3))
     assert [s.key for s in back] == [s.key for s in fresh]
     for a, b in zip(back, fresh):
         assert a.captions == b.captions and a.meta == b.meta and a.split == b.split

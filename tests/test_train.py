@@ -8,10 +8,18 @@ import pytest
 import torch
 
 from t2i import T2IError
-from t2i.train import CHECKPOINT, GENERATOR, load_generator, mismatched, pick_caption_embeddings, training_loop
+from t2i.checkpoint import CHECKPOINT, GENERATOR, load_generator
+from t2i.gan import mismatched, pick_caption_embeddings
+from t2i.params import TrainParams
+from t2i.train import DataSpec, training_loop
 
-TINY = dict(image_size=32, emb_dim=16, ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2,
-            shuffle_buffer=16, threads=1, progress=False)
+TINY = dict(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2, shuffle_buffer=16, threads=1)
+DATA = DataSpec(emb_dim=16, image_size=32, text_model="bag-of-words")
+
+
+def train(urls, out, on_step=None, **params):
+    """training_loop on the tiny shards with TINY params, overridden by ``params``."""
+    return training_loop(urls, out, TrainParams(**{**TINY, **params}), data=DATA, on_step=on_step, progress=False)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -23,32 +31,31 @@ def same(a: dict, b: dict) -> bool:
 
 
 def test_deterministic_on_cpu(train_urls, tmp_path):
-    training_loop(train_urls, tmp_path / "a", **TINY)
-    training_loop(train_urls, tmp_path / "b", **TINY)
+    train(train_urls, tmp_path / "a")
+    train(train_urls, tmp_path / "b")
     assert same(weights(tmp_path / "a" / GENERATOR), weights(tmp_path / "b" / GENERATOR))
 
 
 @pytest.mark.parametrize("switch", [dict(int_coef=0.0), dict(cls=False), dict(l1_coef=1.0),
                                     dict(fm_coef=1.0), dict(label_smoothing=0.1), dict(captions_per_step=4)])
 def test_each_loss_switch_changes_training(train_urls, tmp_path, switch):
-    base = {**TINY, "epochs": 1}
-    training_loop(train_urls, tmp_path / "base", **base)
-    training_loop(train_urls, tmp_path / "varied", **{**base, **switch})
+    train(train_urls, tmp_path / "base", epochs=1)
+    train(train_urls, tmp_path / "varied", epochs=1, **switch)
     assert not same(weights(tmp_path / "base" / GENERATOR), weights(tmp_path / "varied" / GENERATOR))
 
 
 def test_resume_equals_uninterrupted(train_urls, tmp_path):
-    training_loop(train_urls, tmp_path / "full", checkpoint_every=2, **TINY)
+    train(train_urls, tmp_path / "full", checkpoint_every=2)
 
-    def crash(step: int) -> None:
+    def crash(step: int, G, D) -> None:
         if step == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        training_loop(train_urls, tmp_path / "cut", checkpoint_every=2, on_step=crash, **TINY)
+        train(train_urls, tmp_path / "cut", checkpoint_every=2, on_step=crash)
     assert not (tmp_path / "cut" / GENERATOR).exists()
     assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)["step"] == 4
-    summary = training_loop(train_urls, tmp_path / "cut", checkpoint_every=2, **TINY)
+    summary = train(train_urls, tmp_path / "cut", checkpoint_every=2)
     assert summary["resumed"]
     assert same(weights(tmp_path / "full" / GENERATOR), weights(tmp_path / "cut" / GENERATOR))
     full = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=False)
@@ -56,29 +63,40 @@ def test_resume_equals_uninterrupted(train_urls, tmp_path):
     assert same(full["D"], cut["D"]) and full["step"] == cut["step"]
 
 
-def test_changed_params_start_fresh(train_urls, tmp_path):
-    training_loop(train_urls, tmp_path, **{**TINY, "epochs": 1})
-    summary = training_loop(train_urls, tmp_path, **{**TINY, "epochs": 1, "lr": 1e-3})
-    assert not summary["resumed"]
+def test_unresumable_checkpoint_is_reported_with_the_keys_that_differ(train_urls, tmp_path, capsys):
+    train(train_urls, tmp_path, epochs=1)
+    capsys.readouterr()
+    assert not train(train_urls, tmp_path, epochs=1, lr=1e-3, seed=5)["resumed"]
+    err = capsys.readouterr().err
+    assert "not resuming" in err and "lr 0.0002 -> 0.001" in err and "seed 0 -> 5" in err
 
 
-def test_nan_loss_stops_and_keeps_last_checkpoint(train_urls, tmp_path, monkeypatch):
-    import t2i.train as train
+def test_logging_and_threads_do_not_block_a_resume(train_urls, tmp_path):
+    train(train_urls, tmp_path, epochs=1)
+    assert train(train_urls, tmp_path, epochs=1, log_every=3, threads=2)["resumed"]
 
-    real = train.discriminator_loss
 
-    def poisoned(*args, **kw):
-        loss = real(*args, **kw)
-        poisoned.calls += 1
-        return loss * float("nan") if poisoned.calls == 3 else loss
+def test_raising_epochs_continues_a_finished_run(train_urls, tmp_path):
+    """A finished 1-epoch run, continued to 2 epochs, ends with the weights of a fresh 2-epoch run."""
+    train(train_urls, tmp_path / "fresh", epochs=2)
+    train(train_urls, tmp_path / "grown", epochs=1)
+    summary = train(train_urls, tmp_path / "grown", epochs=2)
+    assert summary["resumed"] and summary["epochs"] == 2
+    assert same(weights(tmp_path / "fresh" / GENERATOR), weights(tmp_path / "grown" / GENERATOR))
 
-    poisoned.calls = 0
-    monkeypatch.setattr(train, "discriminator_loss", poisoned)
-    with pytest.raises(T2IError, match="non-finite loss at step 3"):
-        training_loop(train_urls, tmp_path, checkpoint_every=2, **TINY)
+
+def test_nan_loss_stops_before_the_update_and_keeps_last_checkpoint(train_urls, tmp_path):
+    """D's weights turn to NaN after step 2 (checkpointed): step 3's D loss stops the run."""
+    def poison(step: int, G, D) -> None:
+        if step == 2:
+            for p in D.parameters():
+                p.data.fill_(float("nan"))
+
+    with pytest.raises(T2IError, match="non-finite loss at step 3 \\(loss_d=nan\\)"):
+        train(train_urls, tmp_path, checkpoint_every=2, on_step=poison)
     ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
     assert ckpt["step"] == 2
-    assert all(torch.isfinite(v).all() for v in ckpt["G"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for m in ("G", "D") for v in ckpt[m].values() if v.is_floating_point())
 
 
 def test_mismatched_picks_another_class():
@@ -108,7 +126,7 @@ def test_load_generator_errors(tmp_path):
 
 
 def test_rerun_of_a_finished_run_keeps_its_checkpoint(train_urls, tmp_path):
-    training_loop(train_urls, tmp_path, **{**TINY, "epochs": 1})
+    train(train_urls, tmp_path, epochs=1)
     before = (tmp_path / CHECKPOINT).read_bytes()
-    summary = training_loop(train_urls, tmp_path, **{**TINY, "epochs": 1})
+    summary = train(train_urls, tmp_path, epochs=1)
     assert summary["resumed"] and (tmp_path / CHECKPOINT).read_bytes() == before

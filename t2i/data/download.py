@@ -272,7 +272,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike,
         with atomic_dir(dest) as tmp, tarfile.open(archive, "r:*") as tar:
             members = tqdm(tar, desc=archive.name, unit=" members", file=sys.stderr, disable=not progress)
             for member in members:
-                _check(member, tmp, archive)
+                _check_member(member, tmp, archive)
                 if select is None or select(member.name):
                     tar.extract(member, tmp, filter="data")
                     if member.isfile():
@@ -282,7 +282,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike,
     return names
 
 
-def _check(member: tarfile.TarInfo, tmp: Path, archive: Path) -> None:
+def _check_member(member: tarfile.TarInfo, tmp: Path, archive: Path) -> None:
     # the data filter would only strip a leading "/": an archive holding one is refused outright
     reason = "absolute path" if member.name.startswith(("/", os.sep)) else None
     try:

@@ -18,6 +18,7 @@ import numpy as np
 import webdataset as wds
 
 from t2i import T2IError
+from t2i.data.raw import check_captions
 from t2i.data.shards import MANIFEST, TAR_MTIME, iter_tar, read_manifest, shard_paths
 from t2i.io import atomic_dir, dump_json
 
@@ -53,9 +54,7 @@ def read_captions(sample: dict, where: str) -> list[str]:
     if "txt" not in sample:
         raise T2IError(f"{where}: sample {sample['__key__']} has no .txt captions")
     lines = sample["txt"].decode("utf-8").rstrip("\n").split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            raise T2IError(f"{where}: sample {sample['__key__']} caption {i} is empty")
+    check_captions(lines, f"{where}: sample {sample['__key__']}")
     return lines
 
 

@@ -44,8 +44,15 @@ def decode(sample: dict) -> dict:
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
+    """uint8 [0, 255] -> float [-1, 1] (the inverse of ``to_uint8``)."""
     return images.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> uint8 [0, 255] on the CPU (uint8 images pass through)."""
+    if images.dtype == torch.uint8:
+        return images
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def collate(samples: list[dict]) -> dict:

@@ -32,17 +32,23 @@ class Sample:
     meta: dict = field(default_factory=dict)  # image_id, class_id, class_name, attributes, bbox, ...
 
 
+def check_captions(captions: list[str], where: str) -> None:
+    """The one caption check (raw samples, shards, the text encoder, ``t2i generate``): at least
+    one caption, none empty; ``where`` says whose captions they are."""
+    if not captions:
+        raise T2IError(f"{where}: no captions")
+    for i, c in enumerate(captions):
+        if not isinstance(c, str) or not c.strip():
+            raise T2IError(f"{where}: caption {i} is empty ({c!r}): captions must describe the image")
+
+
 def check_sample(s: Sample) -> None:
-    """The one caption and key check: every stage that takes samples in calls it."""
+    """Key, split and captions of a sample: every stage that takes samples in calls it."""
     if not s.key or "." in s.key or "/" in s.key:
         raise T2IError(f"bad sample key {s.key!r}: must be non-empty, without dots or slashes")
     if s.split not in SPLITS:
         raise T2IError(f"sample {s.key}: unknown split {s.split!r} (expected train or test)")
-    if not s.captions:
-        raise T2IError(f"sample {s.key}: no captions")
-    for i, c in enumerate(s.captions):
-        if not isinstance(c, str) or not c.strip():
-            raise T2IError(f"sample {s.key}: caption {i} is empty")
+    check_captions(s.captions, f"sample {s.key}")
 
 
 def image_extension(data: bytes, name: str) -> str:

@@ -145,7 +145,7 @@ def _shade(rgb: tuple, factor: float) -> tuple:
     return tuple(int(v * factor) for v in rgb)
 
 
-def draw(attrs: Attributes, rng: np.random.Generator, size: int, supersample: int = 2) -> Image.Image:
+def draw_flower(attrs: Attributes, rng: np.random.Generator, size: int, supersample: int = 2) -> Image.Image:
     """Draw one flower (at ``supersample`` x ``size``, then downsample with antialiasing)."""
     big = size * supersample
     # Background: a green, olive or grey shade with a soft vertical gradient.
@@ -174,7 +174,7 @@ def draw(attrs: Attributes, rng: np.random.Generator, size: int, supersample: in
     return image.resize((size, size), Image.LANCZOS)
 
 
-def generate(num_images: int, size: int = 128, seed: int = 0, test_fraction: float = 0.2) -> Iterator[Sample]:
+def flowers(num_images: int, size: int = 128, seed: int = 0, test_fraction: float = 0.2) -> Iterator[Sample]:
     """Yield ``num_images`` samples, byte-for-byte the same for the same arguments."""
     table = classes()
     held = test_classes(seed, test_fraction)
@@ -191,7 +191,7 @@ def generate(num_images: int, size: int = 128, seed: int = 0, test_fraction: flo
             "attributes": asdict(attrs),
         }
         split = "test" if cid in held else "train"
-        yield Sample(key, draw(attrs, rng, size), captions(attrs, rng), split, meta)
+        yield Sample(key, draw_flower(attrs, rng, size), captions(attrs, rng), split, meta)
 
 
 def write(folder: Path, num_images: int, size: int, seed: int, test_fraction: float, progress=None) -> dict:
@@ -200,7 +200,7 @@ def write(folder: Path, num_images: int, size: int, seed: int, test_fraction: fl
 
     counts = {"train": 0, "test": 0}
     with RawWriter(folder) as out:
-        for s in generate(num_images, size, seed, test_fraction):
+        for s in flowers(num_images, size, seed, test_fraction):
             out.add(s)
             counts[s.split] += 1
             if progress:

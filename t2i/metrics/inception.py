@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from t2i.data.loader import to_uint8
 from t2i.metrics import EvalContext, MetricSkipped, register
 
 
@@ -19,7 +20,7 @@ class Uint8Images(Dataset):
     """(N, 3, S, S) float images in [-1, 1] served as uint8 (3, S, S), as torch-fidelity wants."""
 
     def __init__(self, images: torch.Tensor) -> None:
-        self.images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        self.images = to_uint8(images)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -80,11 +80,11 @@ def read_attributes(work: Path) -> dict[int, dict]:
     return out
 
 
-def prepare(folder: Path, params: Params, progress: bool = True) -> dict:
+def prepare_cub(folder: Path, params: Params, progress: bool = True) -> dict:
     captions_file = reed.ARCHIVES["cub"]
     fetched = fetch_all([IMAGES, captions_file], params, progress)
     work = folder / ".work"  # inside the temporary raw folder: removed below, or with it on failure
-    captions = reed.read_captions(fetched[captions_file.name].path, work / "captions")
+    captions = reed.read_caption_archive(fetched[captions_file.name].path, work / "captions")
     root = work / "cub"
     extract(fetched[IMAGES.name].path, root, progress=progress,
             select=lambda n: n.rsplit("/", 1)[-1] in META_FILES or ("/images/" in n and n.lower().endswith(".jpg")))

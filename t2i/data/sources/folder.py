@@ -79,7 +79,7 @@ def class_ids(labels: list[object], column: str, files: list[str]) -> tuple[list
     return [index[x] for x in labels], list(labels)
 
 
-def prepare(folder: Path, params: Params, progress: bool = True) -> dict:
+def prepare_folder(folder: Path, params: Params, progress: bool = True) -> dict:
     cfg, dl = params.folder, params.download
     root = Path(cfg.path)
     if not root.is_dir():

@@ -134,7 +134,7 @@ def seeded(datasets, train, label, cfg: HFParams, dl) -> dict[str, str]:
     return seeded_split([f"img_{i:06d}" for i in range(n)], ids, dl.test_fraction, dl.seed)
 
 
-def prepare(folder: Path, params: Params, progress: bool = True) -> dict:
+def prepare_hf(folder: Path, params: Params, progress: bool = True) -> dict:
     datasets, cfg, dl = import_datasets(), params.hf, params.download
     parts = open_splits(datasets, cfg)
     train = parts[cfg.train_split]

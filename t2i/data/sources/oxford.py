@@ -43,7 +43,7 @@ def _load_mat(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {k: np.asarray(mat[k]).ravel().astype(int) for k in keys}
 
 
-def prepare(folder: Path, params: Params, progress: bool = True) -> dict:
+def prepare_oxford(folder: Path, params: Params, progress: bool = True) -> dict:
     captions_file = reed.ARCHIVES["oxford-102"]
     files = [IMAGES, LABELS, SETID]
     fetched = fetch_all([*files, captions_file], params, progress)
@@ -52,7 +52,7 @@ def prepare(folder: Path, params: Params, progress: bool = True) -> dict:
     vgg_set = {int(i): name for key, name in (("trnid", "train"), ("valid", "val"), ("tstid", "test")) for i in sets[key]}
 
     work = folder / ".work"  # inside the temporary raw folder: removed below, or with it on failure
-    captions = reed.read_captions(fetched[captions_file.name].path, work / "captions")
+    captions = reed.read_caption_archive(fetched[captions_file.name].path, work / "captions")
     extract(fetched[IMAGES.name].path, work / "flowers", progress=progress, select=lambda n: bool(IMAGE_NAME.search(n)))
     paths = {int(IMAGE_NAME.search(p.name).group(1)): p for p in (work / "flowers").rglob("image_*.jpg")}
     if sorted(paths) != list(range(1, len(labels) + 1)):

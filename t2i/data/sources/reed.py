@@ -54,7 +54,7 @@ def _lines(path: Path) -> list[str]:
     return clean_lines(path.read_bytes().decode("utf-8", errors="replace"))
 
 
-def read_captions(archive: Path, work: Path) -> Captions:
+def read_caption_archive(archive: Path, work: Path) -> Captions:
     """Unpack the caption and split members of ``archive`` into ``work`` and read them."""
     extract(archive, work, select=_wanted)
     text_dirs = sorted((p for p in work.rglob(TEXT_DIR) if p.is_dir()), key=lambda p: (len(p.parts), str(p)))

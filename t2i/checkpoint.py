@@ -1,0 +1,66 @@
+"""Generator and training-state files: what ``generate`` and ``evaluate`` load without importing
+the training loop, and what a resume must match.
+
+``generator.pt`` holds the final generator's weights and the training config; ``checkpoint.pt``
+holds G, D, both optimisers, the step counters, the RNG state and the same config.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from t2i import T2IError
+from t2i.io import save_torch
+from t2i.models import Generator, ModelConfig
+
+CHECKPOINT = "checkpoint.pt"
+GENERATOR = "generator.pt"
+# What a checkpoint must share with the run that wants to resume it: the data, the model, the
+# losses, the optimiser and the data order. Not listed, so free to change: epochs (raising it
+# continues a finished run), logging, device, threads and workers.
+RESUME_KEYS = ("num_samples", "emb_dim", "image_size", "text_model", "batch_size", "lr", "beta1", "beta2",
+               "z_dim", "proj_dim", "ngf", "ndf", "cls", "int_coef", "int_beta", "l1_coef", "fm_coef",
+               "label_smoothing", "captions_per_step", "shuffle_buffer", "seed", "world_size")
+
+
+def save_generator(path: Path, G: Generator, config: dict) -> None:
+    save_torch({"config": config, "state_dict": G.state_dict()}, path)
+
+
+def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict]:
+    """The final generator (eval mode) and the training config stored with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise T2IError(f"missing generator checkpoint {path}: run the train stage first")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        config = blob["config"]
+        G = Generator(ModelConfig(**config["model"]))
+        G.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError, TypeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise T2IError(f"cannot read generator checkpoint {path}: {str(e).splitlines()[0]}") from None
+    return G.to(device).eval(), config
+
+
+def load_state(path: Path, device: str = "cpu") -> dict | None:
+    """A training checkpoint, or None when there is none; an unreadable one is an error."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise T2IError(f"cannot read checkpoint {path} ({e}); delete it to start over") from None
+
+
+def resume_blockers(saved: dict, config: dict) -> list[str]:
+    """Why a checkpoint (its ``saved`` blob) cannot continue the run ``config``: the resume keys
+    that differ, as ``key old -> new``, or a finished epoch count past the one now asked for."""
+    old = saved.get("config", {})
+    why = [f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in RESUME_KEYS if old.get(k) != config.get(k)]
+    if not why and saved.get("epoch", 0) > config["epochs"]:
+        why.append(f"it is at epoch {saved['epoch']}, past epochs={config['epochs']}")
+    return why

@@ -1,0 +1,116 @@
+"""One GAN-CLS update (Reed et al. 2016), shared by the training loop, benchmarks and tests.
+
+``step_inputs`` makes every random choice of a step, in a fixed order, from one ``torch.Generator``.
+``discriminator_loss_of`` and ``generator_loss_of`` are forward passes only. ``gan_step`` does
+(1) update D, (2) update G and returns detached tensors: no ``.item()``, no I/O, no rank logic
+and no random numbers inside. What differs between callers comes in as arguments: ``reduce``
+averages gradients across ranks, ``guard`` checks a loss before its optimiser steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from t2i.data.loader import to_float
+from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings
+from t2i.models import Discriminator, Generator
+from t2i.params import TrainParams
+
+Reduce = Callable[[list], None]  # e.g. distributed.all_reduce_mean
+Guard = Callable[[str, torch.Tensor], None]  # raises before a non-finite loss updates a model
+
+
+@dataclass
+class StepInputs:
+    real: torch.Tensor  # (B, 3, S, S) real images in [-1, 1]
+    emb: torch.Tensor  # (B, D) their caption embeddings (the mean of captions_per_step captions)
+    wrong: torch.Tensor  # (B, D) caption embeddings of images of other classes (GAN-CLS)
+    z: torch.Tensor  # (B, z_dim) noise
+    partner: torch.Tensor | None  # (B,) GAN-INT: whose caption each caption is mixed with
+    z_int: torch.Tensor | None  # (B, z_dim) noise for the interpolated captions
+
+
+def pick_caption_embeddings(emb: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """(B, C, D) caption embeddings -> (B, D): the mean of ``k`` distinct random captions each."""
+    B, C, _ = emb.shape
+    idx = torch.rand(B, C, generator=g).argsort(dim=1)[:, :k]  # (B, k)
+    return emb[torch.arange(B)[:, None], idx].mean(dim=1)
+
+
+def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """For each item, the index of a random other item of a different class (GAN-CLS "wrong text")."""
+    B = class_id.numel()
+    other = (class_id[:, None] != class_id[None, :]).float()  # (B, B)
+    lonely = other.sum(dim=1) == 0  # a batch of one class: fall back to any other item
+    other[lonely] = 1.0 - torch.eye(B)[lonely] if B > 1 else 1.0
+    return torch.multinomial(other, 1, generator=g).squeeze(1)
+
+
+def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str = "cpu") -> StepInputs:
+    """A loader batch -> the inputs of one step, with every random draw taken from ``g``."""
+    real = to_float(batch["image"]).to(device)
+    B = real.size(0)
+    emb = pick_caption_embeddings(batch["emb"], cfg.captions_per_step, g).to(device)
+    wrong = emb[mismatched(batch["class_id"], g).to(device)]
+    z = torch.randn(B, cfg.z_dim, generator=g).to(device)
+    partner = z_int = None
+    if cfg.int_coef > 0:
+        partner = torch.randperm(B, generator=g).to(device)
+        z_int = torch.randn(B, cfg.z_dim, generator=g).to(device)
+    return StepInputs(real, emb, wrong, z, partner, z_int)
+
+
+def discriminator_loss_of(D: Discriminator, x: StepInputs, fake: torch.Tensor, cfg: TrainParams):
+    """D's loss: real image + right text -> 1; real + wrong text, fake + right text -> 0.
+    Returns (loss, D's logits on real pairs, D's features of real pairs)."""
+    d_real, feat_real = D(x.real, x.emb, return_features=True)  # (B,), (B, F)
+    d_wrong = D(x.real, x.wrong) if cfg.cls else None
+    d_fake = D(fake.detach(), x.emb)
+    return discriminator_loss(d_real, d_wrong, d_fake, smooth=cfg.label_smoothing), d_real, feat_real
+
+
+def generator_loss_of(G: Generator, D: Discriminator, x: StepInputs, fake: torch.Tensor,
+                      feat_real: torch.Tensor, cfg: TrainParams):
+    """G's loss: fool D, also on interpolated text (GAN-INT), plus the optional L1 and feature
+    matching terms. Returns (loss, its unweighted parts, D's logits on the fakes)."""
+    d_fake, feat_fake = D(fake, x.emb, return_features=True)
+    d_int = None
+    if cfg.int_coef > 0:
+        e_int = interpolate_embeddings(x.emb, x.emb[x.partner], cfg.int_beta)
+        d_int = D(G(x.z_int, e_int), e_int)
+    loss, parts = generator_loss(d_fake, d_int=d_int, fake=fake, real=x.real, feat_real=feat_real,
+                                 feat_fake=feat_fake, int_coef=cfg.int_coef, l1_coef=cfg.l1_coef,
+                                 fm_coef=cfg.fm_coef)
+    return loss, parts, d_fake
+
+
+def gan_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+             x: StepInputs, cfg: TrainParams, *, reduce: Reduce | None = None,
+             guard: Guard | None = None) -> dict[str, torch.Tensor]:
+    """(1) update D, (2) update G; the step's losses and D's mean outputs, detached."""
+    # (1) update D
+    fake = G(x.z, x.emb)  # (B, 3, S, S)
+    loss_d, d_real, feat_real = discriminator_loss_of(D, x, fake, cfg)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    if reduce is not None:
+        reduce([p.grad for p in D.parameters()])
+    if guard is not None:
+        guard("loss_d", loss_d)
+    opt_d.step()
+
+    # (2) update G (against the updated D)
+    loss_g, parts, d_fake = generator_loss_of(G, D, x, fake, feat_real, cfg)
+    if guard is not None:
+        guard("loss_g", loss_g)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    if reduce is not None:
+        reduce([p.grad for p in G.parameters()])
+    opt_g.step()
+    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+            "d_real": torch.sigmoid(d_real).mean().detach(), "d_fake": torch.sigmoid(d_fake).mean().detach(),
+            **{f"g_{k}": v.detach() for k, v in parts.items()}}
