@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stages import download, embed, evaluate, evaluator, generate, shard, train
+from stages import bench, download, embed, evaluate, evaluator, generate, shard, train
 from t2i import T2IError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -18,6 +18,7 @@ app.command("train")(train.main)
 app.command("evaluator")(evaluator.main)
 app.command("evaluate")(evaluate.main)
 app.command("generate")(generate.main)
+app.command("bench")(bench.main)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import torch
 
 from t2i.data.loader import to_float
 from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings
-from t2i.models import Discriminator, Generator
+from t2i.models import Discriminator, Generator, ModelConfig, build_models
 from t2i.params import TrainParams
 
 Reduce = Callable[[list], None]  # e.g. distributed.all_reduce_mean
@@ -49,9 +49,32 @@ def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.multinomial(other, 1, generator=g).squeeze(1)
 
 
+def trainables(cfg: TrainParams, model_cfg: ModelConfig, device: str = "cpu"):
+    """Fresh G and D (seeded by ``cfg.seed``), their Adam optimisers (fused on CUDA), and the
+    modules the step calls: G and D themselves, or their ``torch.compile`` wrappers (which share
+    the parameters, so G and D are what to save)."""
+    torch.manual_seed(cfg.seed)
+    G, D = (m.to(device) for m in build_models(model_cfg))
+    if cfg.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    fused = {"fused": True} if str(device).startswith("cuda") else {}
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused)
+    step_g, step_d = (torch.compile(G), torch.compile(D)) if cfg.compile else (G, D)
+    return G, D, opt_g, opt_d, step_g, step_d
+
+
+def autocast(cfg: TrainParams, device: torch.device | str):
+    """The forward passes' precision: bf16 autocast when ``cfg.precision`` asks for it."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str = "cpu") -> StepInputs:
     """A loader batch -> the inputs of one step, with every random draw taken from ``g``."""
     real = to_float(batch["image"]).to(device)
+    if cfg.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
     B = real.size(0)
     emb = pick_caption_embeddings(batch["emb"], cfg.captions_per_step, g).to(device)
     wrong = emb[mismatched(batch["class_id"], g).to(device)]
@@ -66,22 +89,28 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
 def discriminator_loss_of(D: Discriminator, x: StepInputs, fake: torch.Tensor, cfg: TrainParams):
     """D's loss: real image + right text -> 1; real + wrong text, fake + right text -> 0.
     Returns (loss, D's logits on real pairs, D's features of real pairs)."""
-    d_real, feat_real = D(x.real, x.emb, return_features=True)  # (B,), (B, F)
-    d_wrong = D(x.real, x.wrong) if cfg.cls else None
-    d_fake = D(fake.detach(), x.emb)
-    return discriminator_loss(d_real, d_wrong, d_fake, smooth=cfg.label_smoothing), d_real, feat_real
+    with autocast(cfg, x.real.device):
+        d_real, feat_real = D(x.real, x.emb, return_features=True)  # (B,), (B, F)
+        d_wrong = D(x.real, x.wrong) if cfg.cls else None
+        d_fake = D(fake.detach(), x.emb)
+    d_real, d_fake = d_real.float(), d_fake.float()  # losses in fp32
+    d_wrong = d_wrong.float() if d_wrong is not None else None
+    return discriminator_loss(d_real, d_wrong, d_fake, smooth=cfg.label_smoothing), d_real, feat_real.float()
 
 
 def generator_loss_of(G: Generator, D: Discriminator, x: StepInputs, fake: torch.Tensor,
                       feat_real: torch.Tensor, cfg: TrainParams):
     """G's loss: fool D, also on interpolated text (GAN-INT), plus the optional L1 and feature
     matching terms. Returns (loss, its unweighted parts, D's logits on the fakes)."""
-    d_fake, feat_fake = D(fake, x.emb, return_features=True)
-    d_int = None
-    if cfg.int_coef > 0:
-        e_int = interpolate_embeddings(x.emb, x.emb[x.partner], cfg.int_beta)
-        d_int = D(G(x.z_int, e_int), e_int)
-    loss, parts = generator_loss(d_fake, d_int=d_int, fake=fake, real=x.real, feat_real=feat_real,
+    with autocast(cfg, x.real.device):
+        d_fake, feat_fake = D(fake, x.emb, return_features=True)
+        d_int = None
+        if cfg.int_coef > 0:
+            e_int = interpolate_embeddings(x.emb, x.emb[x.partner], cfg.int_beta)
+            d_int = D(G(x.z_int, e_int), e_int)
+    d_fake, feat_fake = d_fake.float(), feat_fake.float()  # losses in fp32
+    d_int = d_int.float() if d_int is not None else None
+    loss, parts = generator_loss(d_fake, d_int=d_int, fake=fake.float(), real=x.real, feat_real=feat_real,
                                  feat_fake=feat_fake, int_coef=cfg.int_coef, l1_coef=cfg.l1_coef,
                                  fm_coef=cfg.fm_coef)
     return loss, parts, d_fake
@@ -92,7 +121,8 @@ def gan_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d
              guard: Guard | None = None) -> dict[str, torch.Tensor]:
     """(1) update D, (2) update G; the step's losses and D's mean outputs, detached."""
     # (1) update D
-    fake = G(x.z, x.emb)  # (B, 3, S, S)
+    with autocast(cfg, x.real.device):
+        fake = G(x.z, x.emb)  # (B, 3, S, S)
     loss_d, d_real, feat_real = discriminator_loss_of(D, x, fake, cfg)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()

@@ -25,9 +25,9 @@ from t2i import T2IError
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_state, resume_blockers, save_generator
 from t2i.data.loader import batches
 from t2i.distributed import all_reduce_mean, init
-from t2i.gan import gan_step, step_inputs
+from t2i.gan import gan_step, step_inputs, trainables
 from t2i.io import atomic_file, save_torch
-from t2i.models import Discriminator, Generator, ModelConfig, build_models
+from t2i.models import Discriminator, Generator, ModelConfig
 from t2i.params import TrainParams
 
 
@@ -97,11 +97,7 @@ def training_loop(
     config["model"] = asdict(model_cfg)
     config["world_size"] = world
 
-    torch.manual_seed(cfg.seed)
-    G, D = build_models(model_cfg)
-    G, D = G.to(device), D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    G, D, opt_g, opt_d, step_g, step_d = trainables(cfg, model_cfg, device)
     g = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # every random draw of the loop
     fixed_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
     step, epoch, step_in_epoch = 0, 0, 0
@@ -170,7 +166,7 @@ def training_loop(
             if i < step_in_epoch:
                 continue  # resuming mid-epoch: replay the same order, skip what was done
             x = step_inputs(batch, cfg, g, device)
-            out = gan_step(G, D, opt_g, opt_d, x, cfg, reduce=reduce, guard=guard)
+            out = gan_step(step_g, step_d, opt_g, opt_d, x, cfg, reduce=reduce, guard=guard)
             step += 1
             step_in_epoch = i + 1
             seen += x.real.size(0)

@@ -37,7 +37,8 @@ def test_deterministic_on_cpu(train_urls, tmp_path):
 
 
 @pytest.mark.parametrize("switch", [dict(int_coef=0.0), dict(cls=False), dict(l1_coef=1.0),
-                                    dict(fm_coef=1.0), dict(label_smoothing=0.1), dict(captions_per_step=4)])
+                                    dict(fm_coef=1.0), dict(label_smoothing=0.1), dict(captions_per_step=4),
+                                    dict(precision="bf16")])
 def test_each_loss_switch_changes_training(train_urls, tmp_path, switch):
     train(train_urls, tmp_path / "base", epochs=1)
     train(train_urls, tmp_path / "varied", epochs=1, **switch)
@@ -130,3 +131,25 @@ def test_rerun_of_a_finished_run_keeps_its_checkpoint(train_urls, tmp_path):
     before = (tmp_path / CHECKPOINT).read_bytes()
     summary = train(train_urls, tmp_path, epochs=1)
     assert summary["resumed"] and (tmp_path / CHECKPOINT).read_bytes() == before
+
+
+def test_channels_last_trains_to_the_same_kind_of_generator(train_urls, tmp_path):
+    """NHWC is a layout, not a model: the saved generator loads as usual and draws finite images."""
+    train(train_urls, tmp_path, epochs=1, channels_last=True, precision="bf16")
+    G, config = load_generator(tmp_path / GENERATOR)
+    assert config["channels_last"] and config["precision"] == "bf16"
+    images = G(torch.randn(4, G.cfg.z_dim), torch.randn(4, G.cfg.emb_dim))
+    assert images.shape == (4, 3, 32, 32) and torch.isfinite(images).all()
+
+
+def test_training_streams_shards_over_http(train_urls, tmp_path):
+    """The same shards served by an HTTP server (object storage, a web mirror) train the same weights."""
+    from httpserver import serve
+
+    folder = Path(train_urls[0]).parent
+    train(train_urls, tmp_path / "local", epochs=1)
+    with serve(folder) as server:
+        remote = [f"{server.url}/{Path(u).name}" for u in train_urls]
+        train(remote, tmp_path / "http", epochs=1)
+        assert {r.path for r in server.requests} == {f"/{Path(u).name}" for u in train_urls}
+    assert same(weights(tmp_path / "local" / GENERATOR), weights(tmp_path / "http" / GENERATOR))

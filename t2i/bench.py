@@ -1,0 +1,201 @@
+"""``t2i bench``: how fast each part of the pipeline runs on this machine, measured in one run.
+
+Every row compares two things timed in the same process, so the ratios hold even on a loaded
+machine whose absolute numbers do not:
+
+- ``train``: images/s of ``gan.gan_step`` with the given params (precision, channels_last,
+  compile) against the same step in fp32 eager, at the params' width and at Reed et al.'s
+  (ngf = ndf = 64); the step's FLOPs per image (``torch.utils.flop_counter``) and the share of
+  this machine's measured matmul peak (in the params' precision) the step achieves;
+- ``load``: batches/s the training loader delivers alone, against what the trainer consumes;
+- ``shard``: images/s decoding, cropping, resizing and writing full-size (500x375) JPEGs;
+- ``embed``: captions/s of the embed stage's path (each distinct caption encoded once, sorted)
+  against plain ``SentenceTransformer.encode`` on the same captions, and the cosine similarity
+  of the two outputs;
+- ``memory``: the peak resident memory of a short training run in a fresh process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from t2i.gan import gan_step, step_inputs, trainables
+from t2i.models import ModelConfig
+from t2i.params import TrainParams
+
+
+def _rate(fn, units: int, seconds: float = 3.0, warmup: int = 2) -> float:
+    """``units`` per second of ``fn()``, timed for about ``seconds`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or n < 2:
+        fn()
+        n += 1
+    return n * units / elapsed
+
+
+def fake_batch(batch: int, size: int, emb_dim: int, captions: int = 10, seed: int = 0) -> dict:
+    """A loader-shaped batch of random images, caption embeddings and classes."""
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8),
+            "emb": torch.randn(batch, captions, emb_dim, generator=g),
+            "class_id": torch.randint(0, 10, (batch,), generator=g)}
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, device: str = "cpu") -> float:
+    """Measured FLOP/s of an n x n matrix product (the machine's practical peak)."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    return _rate(lambda: torch.mm(a, b), units=2 * n ** 3, seconds=1.0)
+
+
+def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, device: str = "cpu",
+               seconds: float = 3.0) -> dict:
+    """Images/s and FLOPs per image of ``gan_step`` for ``cfg`` on random inputs."""
+    model_cfg = ModelConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=cfg.ngf, ndf=cfg.ndf,
+                            image_size=image_size)
+    G, D, opt_g, opt_d, step_g, step_d = trainables(cfg, model_cfg, device)
+    x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), cfg, torch.Generator().manual_seed(0), device)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as flops:  # counted on the eager modules
+        gan_step(G, D, opt_g, opt_d, x, cfg)
+    img_s = _rate(lambda: gan_step(step_g, step_d, opt_g, opt_d, x, cfg), cfg.batch_size, seconds)
+    return {"img_s": img_s, "flops_per_img": flops.get_total_flops() / cfg.batch_size}
+
+
+def load(urls: list[str], batch_size: int, workers: int = 0, batches: int = 20) -> float:
+    """Batches/s the training loader delivers (shuffled, decoded), reading ``urls`` alone."""
+    from t2i.data.loader import batches as stream
+
+    def one_pass() -> int:
+        return sum(1 for _ in zip(range(batches), stream(urls, batch_size, shuffle=100, workers=workers)))
+
+    start = time.perf_counter()
+    n = one_pass()
+    return n / (time.perf_counter() - start)
+
+
+def shard(n: int = 64, size: tuple[int, int] = (500, 375), image_size: int = 64) -> float:
+    """Images/s of the shard stage for CUB-sized JPEGs with a bounding box: read from a raw
+    folder, decoded, cropped, resized, encoded and written to tars."""
+    from t2i.data.raw import RawWriter, Sample, read_raw
+    from t2i.data.shards import write_shards
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        with RawWriter(Path(tmp) / "raw") as raw:
+            for i in range(n):
+                ramp = np.linspace(0, 190, size[0])[None, :, None]
+                pixels = (rng.random((size[1], size[0], 3)) * 60 + ramp).astype(np.uint8)
+                buf = io.BytesIO()
+                Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+                raw.add(Sample(f"bird_{i:05d}", buf.getvalue(), ["a bird"], "train", {"bbox": [120.0, 80.0, 200.0, 150.0]}))
+        start = time.perf_counter()
+        write_shards(read_raw(Path(tmp) / "raw"), Path(tmp) / "shards", dataset="bench", image_size=image_size,
+                     samples_per_shard=32)
+        return n / (time.perf_counter() - start)
+
+
+def embed(captions: list[str], model: str = "all-MiniLM-L6-v2", batch_size: int = 256) -> dict:
+    """Captions/s of the embed path (distinct captions once, sorted) vs plain encode, and their cosine."""
+    from t2i.data.embed import CaptionCache
+    from t2i.text import TextEncoder
+
+    encoder = TextEncoder(model, "cpu", batch_size)
+    encoder.encode(["a warm-up caption"])  # first-call costs count for neither side
+    start = time.perf_counter()
+    ours = CaptionCache(encoder.encode).lookup(captions)
+    ours_s = len(captions) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    plain = encoder.model.encode(captions, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    plain_s = len(captions) / (time.perf_counter() - start)
+    a, b = ours.astype(np.float32), plain.astype(np.float32)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {"captions_s": ours_s, "plain_captions_s": plain_s, "min_cosine": float(cos.min()),
+            "distinct": len(set(captions)), "captions": len(captions)}
+
+
+def peak_rss_of_training(urls: list[str], cfg: TrainParams, emb_dim: int, image_size: int) -> float:
+    """Peak resident memory (MiB) of a one-epoch training run in a fresh process."""
+    code = (
+        "import sys, json, resource\n"
+        "from t2i.params import TrainParams\n"
+        "from t2i.train import DataSpec, training_loop\n"
+        "a = json.loads(sys.argv[1])\n"
+        "training_loop(a['urls'], a['out'], TrainParams(**a['cfg']), data=DataSpec(a['emb_dim'], a['size'], 'bench'),"
+        " progress=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        arg = json.dumps({"urls": urls, "out": tmp, "cfg": {**cfg.model_dump(), "epochs": 1}, "emb_dim": emb_dim,
+                          "size": image_size})
+        r = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True)
+    return int(r.stdout.split()[-1]) / 1024  # Linux reports KiB
+
+
+def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, image_size: int = 64,
+        captions: list[str] | None = None, device: str = "cpu", seconds: float = 3.0) -> dict:
+    """Every row that the inputs allow (``urls``: embedded train shards; ``captions``: for embed)."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    results: dict = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    eager = {"precision": "fp32", "channels_last": False, "compile": False}
+    rows = {}
+    for name, width in (("here", {}), ("reed", {"ngf": 64, "ndf": 64})):  # interleaved: load hits both
+        rows[name] = train_step(cfg.model_copy(update=width), image_size, emb_dim, device, seconds)
+        rows[name + "_eager"] = train_step(cfg.model_copy(update={**width, **eager}), image_size, emb_dim, device, seconds)
+    peak = matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32, device=device)
+    here = rows["here"]
+    results["train"] = {"ngf": cfg.ngf, "ndf": cfg.ndf, "batch_size": cfg.batch_size, "precision": cfg.precision,
+                        "channels_last": cfg.channels_last, "compile": cfg.compile, **here,
+                        "fp32_eager_img_s": rows["here_eager"]["img_s"],
+                        "speedup": here["img_s"] / rows["here_eager"]["img_s"],
+                        "reed_width_img_s": rows["reed"]["img_s"], "reed_width_fp32_eager_img_s": rows["reed_eager"]["img_s"],
+                        "reed_width_speedup": rows["reed"]["img_s"] / rows["reed_eager"]["img_s"],
+                        "reed_width_flops_per_img": rows["reed"]["flops_per_img"],
+                        "matmul_peak_flops": peak, "peak_share": here["img_s"] * here["flops_per_img"] / peak}
+    if urls:
+        delivered = load(urls, cfg.batch_size, cfg.workers)
+        consumed = here["img_s"] / cfg.batch_size
+        results["load"] = {"batches_s": delivered, "trainer_batches_s": consumed, "ratio": delivered / consumed}
+        results["memory"] = {"peak_rss_mib": peak_rss_of_training(urls, cfg, emb_dim, image_size)}
+    results["shard"] = {"img_s": shard(image_size=image_size)}
+    if captions:
+        results["embed"] = embed(captions)
+        results["embed"]["ratio"] = results["embed"]["captions_s"] / results["embed"]["plain_captions_s"]
+    results["rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+def table(r: dict) -> str:
+    """The results as the rows the README quotes."""
+    t = r["train"]
+    mode = t["precision"] + (" channels_last" if t["channels_last"] else "") + (" compiled" if t["compile"] else "")
+    rows = [("train", f"{t['img_s']:.0f} img/s ({mode}) vs {t['fp32_eager_img_s']:.0f} fp32 eager: {t['speedup']:.2f}x "
+                      f"at ngf={t['ngf']} ndf={t['ndf']} batch {t['batch_size']}; at Reed's width (64/64) "
+                      f"{t['reed_width_img_s']:.0f} vs {t['reed_width_fp32_eager_img_s']:.0f}: {t['reed_width_speedup']:.2f}x; "
+                      f"{t['flops_per_img'] / 1e9:.2f} GFLOP/img, {100 * t['peak_share']:.0f}% of the measured "
+                      f"{t['precision']} matmul peak ({t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")]
+    if "load" in r:
+        ld = r["load"]
+        rows.append(("load", f"{ld['batches_s']:.1f} batches/s delivered vs {ld['trainer_batches_s']:.1f} consumed: "
+                             f"{ld['ratio']:.1f}x"))
+    rows.append(("shard", f"{r['shard']['img_s']:.0f} img/s (500x375 JPEG -> bbox crop -> 64x64 PNG)"))
+    if "embed" in r:
+        e = r["embed"]
+        rows.append(("embed", f"{e['captions_s']:.0f} captions/s vs plain encode {e['plain_captions_s']:.0f}: "
+                              f"{e['ratio']:.1f}x ({e['distinct']} distinct of {e['captions']}), min cosine {e['min_cosine']:.4f}"))
+    if "memory" in r:
+        rows.append(("memory", f"peak RSS of a one-epoch training run: {r['memory']['peak_rss_mib']:.0f} MiB"))
+    return "\n".join(f"{name:<7} {text}" for name, text in rows)

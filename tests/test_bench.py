@@ -1,0 +1,26 @@
+"""`t2i bench` on tiny inputs: every row is measured, positive and printed (speed targets are
+figures the command prints, not assertions here)."""
+
+from t2i import bench
+from t2i.params import TrainParams
+
+TINY = TrainParams(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, threads=1, shuffle_buffer=16)
+
+
+def test_rows_are_measured(train_urls):
+    r = bench.run(TINY, urls=train_urls, emb_dim=16, image_size=32, seconds=0.2)
+    t = r["train"]
+    assert t["img_s"] > 0 and t["reed_width_img_s"] > 0 and 0 < t["peak_share"] < 2
+    assert t["fp32_eager_img_s"] > 0 and t["speedup"] > 0 and t["reed_width_speedup"] > 0
+    assert t["reed_width_flops_per_img"] > 10 * t["flops_per_img"] > 0  # width 64 vs 8: far more work
+    assert r["load"]["batches_s"] > 0 and r["load"]["ratio"] > 0
+    assert r["shard"]["img_s"] > 0 and r["memory"]["peak_rss_mib"] > 50
+    text = bench.table(r)
+    assert [line.split()[0] for line in text.splitlines()] == ["train", "load", "shard", "memory"]
+
+
+def test_embed_row_compares_with_plain_encode():
+    captions = [f"a flower with {n} petals" for n in range(20)] * 3  # 20 distinct of 60
+    e = bench.embed(captions)
+    assert e["distinct"] == 20 and e["captions"] == 60
+    assert e["min_cosine"] > 0.99 and e["captions_s"] > 0 and e["plain_captions_s"] > 0
