@@ -75,7 +75,7 @@ def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, devic
     return {"img_s": img_s, "flops_per_img": flops.get_total_flops() / cfg.batch_size}
 
 
-def load(urls: list[str], batch_size: int, workers: int = 0, batches: int = 20) -> float:
+def loader_rate(urls: list[str], batch_size: int, workers: int = 0, batches: int = 20) -> float:
     """Batches/s the training loader delivers (shuffled, decoded), reading ``urls`` alone."""
     from t2i.data.loader import batches as stream
 
@@ -87,7 +87,7 @@ def load(urls: list[str], batch_size: int, workers: int = 0, batches: int = 20) 
     return n / (time.perf_counter() - start)
 
 
-def shard(n: int = 64, size: tuple[int, int] = (500, 375), image_size: int = 64) -> float:
+def shard_rate(n: int = 64, size: tuple[int, int] = (500, 375), image_size: int = 64) -> float:
     """Images/s of the shard stage for CUB-sized JPEGs with a bounding box: read from a raw
     folder, decoded, cropped, resized, encoded and written to tars."""
     from t2i.data.raw import RawWriter, Sample, read_raw
@@ -108,7 +108,7 @@ def shard(n: int = 64, size: tuple[int, int] = (500, 375), image_size: int = 64)
         return n / (time.perf_counter() - start)
 
 
-def embed(captions: list[str], model: str = "all-MiniLM-L6-v2", batch_size: int = 256) -> dict:
+def embed_rate(captions: list[str], model: str = "all-MiniLM-L6-v2", batch_size: int = 256) -> dict:
     """Captions/s of the embed path (distinct captions once, sorted) vs plain encode, and their cosine."""
     from t2i.data.embed import CaptionCache
     from t2i.text import TextEncoder
@@ -166,13 +166,13 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
                         "reed_width_flops_per_img": rows["reed"]["flops_per_img"],
                         "matmul_peak_flops": peak, "peak_share": here["img_s"] * here["flops_per_img"] / peak}
     if urls:
-        delivered = load(urls, cfg.batch_size, cfg.workers)
+        delivered = loader_rate(urls, cfg.batch_size, cfg.workers)
         consumed = here["img_s"] / cfg.batch_size
         results["load"] = {"batches_s": delivered, "trainer_batches_s": consumed, "ratio": delivered / consumed}
         results["memory"] = {"peak_rss_mib": peak_rss_of_training(urls, cfg, emb_dim, image_size)}
-    results["shard"] = {"img_s": shard(image_size=image_size)}
+    results["shard"] = {"img_s": shard_rate(image_size=image_size)}
     if captions:
-        results["embed"] = embed(captions)
+        results["embed"] = embed_rate(captions)
         results["embed"]["ratio"] = results["embed"]["captions_s"] / results["embed"]["plain_captions_s"]
     results["rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results

@@ -21,6 +21,6 @@ def test_rows_are_measured(train_urls):
 
 def test_embed_row_compares_with_plain_encode():
     captions = [f"a flower with {n} petals" for n in range(20)] * 3  # 20 distinct of 60
-    e = bench.embed(captions)
+    e = bench.embed_rate(captions)
     assert e["distinct"] == 20 and e["captions"] == 60
     assert e["min_cosine"] > 0.99 and e["captions_s"] > 0 and e["plain_captions_s"] > 0
