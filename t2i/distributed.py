@@ -1,4 +1,4 @@
-"""Rank handling in one place: torchrun initialisation, who writes, averaging across ranks.
+"""Rank handling in one place: torchrun initialisation, gathering and averaging across ranks.
 
 In a plain process every function is a no-op (rank 0 of a world of 1), so single-process code
 calls them unconditionally.
@@ -27,17 +27,21 @@ def init(device: str) -> tuple[int, int, str]:
     return dist.get_rank(), world, device
 
 
-def is_main() -> bool:
-    """True on rank 0 (the only rank that writes files)."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def world_size() -> int:
     import torch.distributed as dist
 
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_gather_object(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in a plain process)."""
+    if world_size() == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def all_reduce_mean(tensors: list[torch.Tensor | None]) -> None:

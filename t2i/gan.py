@@ -3,8 +3,10 @@
 ``step_inputs`` makes every random choice of a step, in a fixed order, from one ``torch.Generator``.
 ``discriminator_loss_of`` and ``generator_loss_of`` are forward passes only. ``gan_step`` does
 (1) update D, (2) update G and returns detached tensors: no ``.item()``, no I/O, no rank logic
-and no random numbers inside. What differs between callers comes in as arguments: ``reduce``
-averages gradients across ranks, ``guard`` checks a loss before its optimiser steps.
+and no random numbers inside. ``guard`` checks a loss before its optimiser steps.
+Each model's forward passes of a step are one module call (``GeneratorPasses``,
+``DiscriminatorPasses``), so that under torchrun DistributedDataParallel averages the gradients,
+bucketed and overlapped with the backward, exactly as for any one-forward model.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 
 from t2i.data.loader import to_float
 from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings
 from t2i.models import Discriminator, Generator, ModelConfig, build_models
 from t2i.params import TrainParams
 
-Reduce = Callable[[list], None]  # e.g. distributed.all_reduce_mean
 Guard = Callable[[str, torch.Tensor], None]  # raises before a non-finite loss updates a model
 
 
@@ -49,10 +51,67 @@ def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.multinomial(other, 1, generator=g).squeeze(1)
 
 
-def trainables(cfg: TrainParams, model_cfg: ModelConfig, device: str = "cpu"):
+class GeneratorPasses(nn.Module):
+    """G's forward passes of one step in one call (so DDP sees one forward per backward): the
+    fakes for the batch's captions and, with GAN-INT, for interpolations between captions."""
+
+    def __init__(self, G: nn.Module, int_beta: float) -> None:
+        super().__init__()
+        self.G, self.int_beta = G, int_beta
+
+    def forward(self, x: StepInputs):
+        fake = self.G(x.z, x.emb)  # (B, 3, S, S)
+        if x.z_int is None:
+            return fake, None, None
+        e_int = interpolate_embeddings(x.emb, x.emb[x.partner], self.int_beta)  # (B, D)
+        return fake, self.G(x.z_int, e_int), e_int
+
+
+class DiscriminatorPasses(nn.Module):
+    """D's three GAN-CLS passes in one call (one forward per backward, as DDP requires):
+    real image + right text, real image + wrong text (when ``x.wrong`` is used), fake + right text."""
+
+    def __init__(self, D: nn.Module, cls: bool) -> None:
+        super().__init__()
+        self.D, self.cls = D, cls
+
+    def forward(self, x: StepInputs, fake: torch.Tensor):
+        d_real, feat_real = self.D(x.real, x.emb, return_features=True)  # (B,), (B, F)
+        d_wrong = self.D(x.real, x.wrong) if self.cls else None
+        return d_real, feat_real, d_wrong, self.D(fake, x.emb)
+
+
+class DiscriminatorOnFakes(nn.Module):
+    """D's passes in G's loss (D is not updated there): the fakes with their captions, with D's
+    features for feature matching, and the GAN-INT fakes with their interpolated captions."""
+
+    def __init__(self, D: nn.Module) -> None:
+        super().__init__()
+        self.D = D
+
+    def forward(self, x: StepInputs, fake: torch.Tensor, fake_int: torch.Tensor | None, e_int: torch.Tensor | None):
+        d_fake, feat_fake = self.D(fake, x.emb, return_features=True)  # (B,), (B, F)
+        return d_fake, feat_fake, self.D(fake_int, e_int) if fake_int is not None else None
+
+
+@dataclass
+class Trainables:
+    """What a training step updates and calls. ``G`` and ``D`` are the modules to save; the step
+    calls the three pass modules, which share G's and D's parameters (the first two wrapped in
+    DDP under torchrun; all three compiled with ``train.compile``, each one stable graph)."""
+
+    G: Generator
+    D: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    g_passes: nn.Module  # GeneratorPasses
+    d_passes: nn.Module  # DiscriminatorPasses
+    d_fakes: nn.Module  # DiscriminatorOnFakes (outside DDP: D is not updated in G's step)
+
+
+def trainables(cfg: TrainParams, model_cfg: ModelConfig, device: str = "cpu", world: int = 1) -> Trainables:
     """Fresh G and D (seeded by ``cfg.seed``), their Adam optimisers (fused on CUDA), and the
-    modules the step calls: G and D themselves, or their ``torch.compile`` wrappers (which share
-    the parameters, so G and D are what to save)."""
+    passes the step calls; with ``world`` > 1, wrapped in DistributedDataParallel."""
     torch.manual_seed(cfg.seed)
     G, D = (m.to(device) for m in build_models(model_cfg))
     if cfg.channels_last:
@@ -60,8 +119,17 @@ def trainables(cfg: TrainParams, model_cfg: ModelConfig, device: str = "cpu"):
     fused = {"fused": True} if str(device).startswith("cuda") else {}
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused)
-    step_g, step_d = (torch.compile(G), torch.compile(D)) if cfg.compile else (G, D)
-    return G, D, opt_g, opt_d, step_g, step_d
+    g_passes, d_passes, d_fakes = GeneratorPasses(G, cfg.int_beta), DiscriminatorPasses(D, cfg.cls), DiscriminatorOnFakes(D)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # Buffers (BatchNorm running stats) are averaged at every checkpoint instead of being
+        # broadcast from rank 0 before every forward (t2i.train).
+        ids = [torch.device(device).index] if str(device).startswith("cuda") else None
+        g_passes, d_passes = (DDP(m, device_ids=ids, broadcast_buffers=False) for m in (g_passes, d_passes))
+    if cfg.compile:
+        g_passes, d_passes, d_fakes = (torch.compile(m) for m in (g_passes, d_passes, d_fakes))
+    return Trainables(G, D, opt_g, opt_d, g_passes, d_passes, d_fakes)
 
 
 def autocast(cfg: TrainParams, device: torch.device | str):
@@ -86,28 +154,22 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
     return StepInputs(real, emb, wrong, z, partner, z_int)
 
 
-def discriminator_loss_of(D: Discriminator, x: StepInputs, fake: torch.Tensor, cfg: TrainParams):
+def discriminator_loss_of(d_passes: nn.Module, x: StepInputs, fake: torch.Tensor, cfg: TrainParams):
     """D's loss: real image + right text -> 1; real + wrong text, fake + right text -> 0.
     Returns (loss, D's logits on real pairs, D's features of real pairs)."""
     with autocast(cfg, x.real.device):
-        d_real, feat_real = D(x.real, x.emb, return_features=True)  # (B,), (B, F)
-        d_wrong = D(x.real, x.wrong) if cfg.cls else None
-        d_fake = D(fake.detach(), x.emb)
+        d_real, feat_real, d_wrong, d_fake = d_passes(x, fake.detach())
     d_real, d_fake = d_real.float(), d_fake.float()  # losses in fp32
     d_wrong = d_wrong.float() if d_wrong is not None else None
     return discriminator_loss(d_real, d_wrong, d_fake, smooth=cfg.label_smoothing), d_real, feat_real.float()
 
 
-def generator_loss_of(G: Generator, D: Discriminator, x: StepInputs, fake: torch.Tensor,
-                      feat_real: torch.Tensor, cfg: TrainParams):
+def generator_loss_of(d_fakes: nn.Module, x: StepInputs, fake: torch.Tensor, fake_int: torch.Tensor | None,
+                      e_int: torch.Tensor | None, feat_real: torch.Tensor, cfg: TrainParams):
     """G's loss: fool D, also on interpolated text (GAN-INT), plus the optional L1 and feature
     matching terms. Returns (loss, its unweighted parts, D's logits on the fakes)."""
     with autocast(cfg, x.real.device):
-        d_fake, feat_fake = D(fake, x.emb, return_features=True)
-        d_int = None
-        if cfg.int_coef > 0:
-            e_int = interpolate_embeddings(x.emb, x.emb[x.partner], cfg.int_beta)
-            d_int = D(G(x.z_int, e_int), e_int)
+        d_fake, feat_fake, d_int = d_fakes(x, fake, fake_int, e_int)
     d_fake, feat_fake = d_fake.float(), feat_fake.float()  # losses in fp32
     d_int = d_int.float() if d_int is not None else None
     loss, parts = generator_loss(d_fake, d_int=d_int, fake=fake.float(), real=x.real, feat_real=feat_real,
@@ -116,31 +178,29 @@ def generator_loss_of(G: Generator, D: Discriminator, x: StepInputs, fake: torch
     return loss, parts, d_fake
 
 
-def gan_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-             x: StepInputs, cfg: TrainParams, *, reduce: Reduce | None = None,
-             guard: Guard | None = None) -> dict[str, torch.Tensor]:
-    """(1) update D, (2) update G; the step's losses and D's mean outputs, detached."""
-    # (1) update D
+def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | None = None) -> dict[str, torch.Tensor]:
+    """(1) update D, (2) update G; the step's losses and D's mean outputs, detached. Under DDP
+    the gradients are averaged across ranks during each backward."""
     with autocast(cfg, x.real.device):
-        fake = G(x.z, x.emb)  # (B, 3, S, S)
-    loss_d, d_real, feat_real = discriminator_loss_of(D, x, fake, cfg)
-    opt_d.zero_grad(set_to_none=True)
+        fake, fake_int, e_int = t.g_passes(x)  # (B, 3, S, S) each; G is not updated before (2)
+
+    # (1) update D
+    loss_d, d_real, feat_real = discriminator_loss_of(t.d_passes, x, fake, cfg)
+    t.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
-    if reduce is not None:
-        reduce([p.grad for p in D.parameters()])
     if guard is not None:
         guard("loss_d", loss_d)
-    opt_d.step()
+    t.opt_d.step()
 
-    # (2) update G (against the updated D)
-    loss_g, parts, d_fake = generator_loss_of(G, D, x, fake, feat_real, cfg)
+    # (2) update G (against the updated D; D's weight gradients are not needed here)
+    t.D.requires_grad_(False)
+    loss_g, parts, d_fake = generator_loss_of(t.d_fakes, x, fake, fake_int, e_int, feat_real, cfg)
+    t.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    t.D.requires_grad_(True)
     if guard is not None:
         guard("loss_g", loss_g)
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    if reduce is not None:
-        reduce([p.grad for p in G.parameters()])
-    opt_g.step()
+    t.opt_g.step()
     return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
             "d_real": torch.sigmoid(d_real).mean().detach(), "d_fake": torch.sigmoid(d_fake).mean().detach(),
             **{f"g_{k}": v.detach() for k, v in parts.items()}}

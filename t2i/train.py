@@ -24,7 +24,7 @@ from tqdm import tqdm
 from t2i import T2IError
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_state, resume_blockers, save_generator
 from t2i.data.loader import batches
-from t2i.distributed import all_reduce_mean, init
+from t2i.distributed import all_gather_object, all_reduce_mean, init
 from t2i.gan import gan_step, step_inputs, trainables
 from t2i.io import atomic_file, save_torch
 from t2i.models import Discriminator, Generator, ModelConfig
@@ -72,8 +72,9 @@ def training_loop(
     (N, D) with ``sample_captions`` gives the fixed captions of the per-epoch sample grids (with
     fixed noise). ``on_step(step, G, D)`` is called after every step (and after its checkpoint).
 
-    Under torchrun each rank trains on its own slice of every epoch; gradients are averaged
-    across ranks and only rank 0 writes.
+    Under torchrun G and D train in DistributedDataParallel: each rank reads its own shards (or,
+    with too few shards, its own slice of the samples) for the same number of steps per epoch,
+    gradients are averaged across ranks and only rank 0 writes.
     """
     # The config stored with the weights: the data it was trained on and every training param.
     config = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
@@ -97,7 +98,8 @@ def training_loop(
     config["model"] = asdict(model_cfg)
     config["world_size"] = world
 
-    G, D, opt_g, opt_d, step_g, step_d = trainables(cfg, model_cfg, device)
+    t = trainables(cfg, model_cfg, device, world)
+    G, D = t.G, t.D
     g = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # every random draw of the loop
     fixed_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
     step, epoch, step_in_epoch = 0, 0, 0
@@ -111,11 +113,8 @@ def training_loop(
             print(f"train: not resuming {ckpt_path}, starting over: {'; '.join(why)}", file=sys.stderr)
         if not why:
             G.load_state_dict(saved["G"]), D.load_state_dict(saved["D"])
-            opt_g.load_state_dict(saved["opt_g"]), opt_d.load_state_dict(saved["opt_d"])
-            if rank == 0:
-                g.set_state(saved["rng"])
-            else:  # other ranks' streams are not saved: reseed them deterministically
-                g.manual_seed(cfg.seed + 100_003 * rank + saved["step"])
+            t.opt_g.load_state_dict(saved["opt_g"]), t.opt_d.load_state_dict(saved["opt_d"])
+            g.set_state(saved.get("rng_ranks", [saved["rng"]] * world)[rank])  # rank 0's alone: older files
             step, epoch, step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
             resumed = True
     if rank != 0:
@@ -128,12 +127,16 @@ def training_loop(
             shutil.rmtree(live_dir, ignore_errors=True)
 
     def checkpoint() -> None:
+        # BatchNorm running stats differ per rank (each saw its own batches): average them, so
+        # every rank holds, and the file stores, the same buffers.
         all_reduce_mean([b for m in (G, D) for b in m.buffers() if b.is_floating_point()])
+        rngs = all_gather_object(g.get_state())  # every rank's stream, so a resume replays each
         if rank != 0:
             return
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         save_torch({"config": config, "G": G.state_dict(), "D": D.state_dict(),
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": g.get_state(),
+                    "opt_g": t.opt_g.state_dict(), "opt_d": t.opt_d.state_dict(), "rng": rngs[0],
+                    **({"rng_ranks": rngs} if world > 1 else {}),
                     "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}, ckpt_path)
 
     def guard(name: str, loss: torch.Tensor) -> None:
@@ -157,7 +160,6 @@ def training_loop(
     bar = tqdm(desc="train", unit="step", disable=not progress, initial=step)
     seen, t0 = 0, time.perf_counter()
     out: dict[str, torch.Tensor] = {}
-    reduce = all_reduce_mean if world > 1 else None
     while epoch < cfg.epochs:
         G.train(), D.train()
         stream = batches(train_urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
@@ -166,7 +168,7 @@ def training_loop(
             if i < step_in_epoch:
                 continue  # resuming mid-epoch: replay the same order, skip what was done
             x = step_inputs(batch, cfg, g, device)
-            out = gan_step(step_g, step_d, opt_g, opt_d, x, cfg, reduce=reduce, guard=guard)
+            out = gan_step(t, x, cfg, guard=guard)
             step += 1
             step_in_epoch = i + 1
             seen += x.real.size(0)

@@ -1,53 +1,111 @@
-"""DDP via torchrun (gloo on CPU): disjoint data slices, ranks stay in sync, only rank 0 writes."""
+"""DDP via torchrun (gloo on CPU): each rank reads its own shards, ranks stay in sync after every
+step, only rank 0 writes, and an interrupted two-rank run resumes to the same weights."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import pytest
 import torch
 
-from t2i.data.loader import batches
+from t2i.data.loader import stream
 from tests.test_train import DATA, TINY
 
-
-def test_rank_slices_are_disjoint_and_complete(train_urls):
-    keys = [[k for b in batches(train_urls, 1, rank=r, world=2, shuffle=8, seed=3) for k in b["key"]] for r in (0, 1)]
-    everything = [k for b in batches(train_urls, 1) for k in b["key"]]
-    assert not set(keys[0]) & set(keys[1])
-    assert sorted(keys[0] + keys[1]) == sorted(everything)
-    assert abs(len(keys[0]) - len(keys[1])) <= 1
+NUM_SAMPLES = 32  # the train_urls fixture: 32 training flowers in 3 shards (12, 12, 8)
 
 
-def test_torchrun_two_ranks(train_urls, tmp_path):
-    steps = 2 * (32 // 2 // TINY["batch_size"])  # 2 epochs x 2 steps per rank
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
-        import os, torch
-        from t2i.params import TrainParams
-        from t2i.train import DataSpec, training_loop
+def keys(urls, n=None, **kw) -> list[str]:
+    return [s["key"] for s in itertools.islice(stream(urls, **kw), n)]
 
-        def keep(step, G, D):  # each rank saves its own weights after its last step
-            if step == {steps}:
-                torch.save({{**dict(G.named_parameters()), **{{"D." + k: v for k, v in D.named_parameters()}}}},
-                           os.path.join({str(tmp_path)!r}, "rank" + os.environ["RANK"] + ".pt"))
 
-        data = DataSpec(emb_dim={DATA.emb_dim}, image_size={DATA.image_size}, text_model="bow", num_samples=32)
-        training_loop({train_urls!r}, {str(tmp_path / "out")!r}, TrainParams(**{TINY!r}), data=data, on_step=keep,
-                      progress=False)
-    """))
+def test_ranks_read_disjoint_shards_cycled_to_equal_length(train_urls):
+    assert len(train_urls) == 3
+    shard_of = {k: url for url in train_urls for k in keys([url])}
+    per_rank = [keys(train_urls, 40, rank=r, world=2, shuffle=8, seed=3) for r in (0, 1)]
+    shards = [{shard_of[k] for k in ks} for ks in per_rank]
+    assert not shards[0] & shards[1]  # whole shards per rank
+    assert shards[0] | shards[1] == set(train_urls)
+    assert all(len(ks) == 40 for ks in per_rank)  # more than either rank holds: cycled, never short
+    assert keys(train_urls, 40, rank=0, world=2, shuffle=8, seed=3) == per_rank[0]  # deterministic
+
+
+def test_too_few_shards_fall_back_to_disjoint_sample_slices(train_urls):
+    per_rank = [keys(train_urls, rank=r, world=4, shuffle=8, seed=3) for r in range(4)]  # 3 shards < 4 ranks
+    everything = keys(train_urls)
+    assert sorted(k for ks in per_rank for k in ks) == sorted(everything)
+    assert max(map(len, per_rank)) - min(map(len, per_rank)) <= 1
+
+
+SCRIPT = """
+import hashlib, os, sys, torch
+from t2i.params import TrainParams
+from t2i.train import DataSpec, training_loop
+
+out, epochs, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rank = os.environ["RANK"]
+
+def digest(tensors):
+    return hashlib.sha256(b"".join(t.detach().contiguous().numpy().tobytes() for t in tensors)).hexdigest()
+
+def on_step(step, G, D):  # every rank records its parameters (and buffers, after a checkpoint)
+    with open(os.path.join(out, f"rank{{rank}}.log"), "a") as f:
+        f.write(f"{{step}} {{digest(list(G.parameters()) + list(D.parameters()))}} "
+                f"{{digest(list(G.buffers()) + list(D.buffers()))}}\\n")
+    if step == stop:
+        sys.exit(3)  # interrupted after this step's checkpoint
+
+data = DataSpec(emb_dim={emb_dim}, image_size={image_size}, text_model="bow", num_samples={num_samples})
+params = {{**{tiny}, "epochs": epochs, "checkpoint_every": 1}}
+training_loop({urls!r}, os.path.join(out, "model"), TrainParams(**params), data=data, on_step=on_step,
+              progress=False)
+"""
+
+
+def torchrun(script: Path, out: Path, epochs: int, stop: int = 0, port: int = 29531) -> subprocess.CompletedProcess:
+    out.mkdir(exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531", str(script)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "generator.pt"]
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert ckpt["config"]["world_size"] == 2
-    assert ckpt["step"] == steps
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert r0.keys() == r1.keys()
-    assert all(torch.allclose(r0[k].float(), r1[k].float(), atol=1e-6) for k in r0)  # averaged gradients
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           str(script), str(out), str(epochs), str(stop)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
+
+def log(out: Path, rank: int) -> list[list[str]]:
+    return [line.split() for line in (out / f"rank{rank}.log").read_text().splitlines()]
+
+
+@pytest.fixture
+def script(train_urls, tmp_path) -> Path:
+    path = tmp_path / "run.py"
+    path.write_text(textwrap.dedent(SCRIPT.format(emb_dim=DATA.emb_dim, image_size=DATA.image_size,
+                                                  num_samples=NUM_SAMPLES, tiny=TINY, urls=train_urls)))
+    return path
+
+
+def test_two_ranks_stay_in_sync_and_resume_exactly(script, tmp_path):
+    steps = 2 * (NUM_SAMPLES // 2 // TINY["batch_size"])  # 2 epochs x 2 steps per rank
+    fresh = tmp_path / "fresh"
+    r = torchrun(script, fresh, epochs=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = log(fresh, 0), log(fresh, 1)
+    assert [int(s) for s, _, _ in r0] == list(range(1, steps + 1))
+    assert r0 == r1  # identical parameters and (averaged at each checkpoint) BatchNorm buffers
+    assert sorted(p.name for p in (fresh / "model").iterdir()) == ["checkpoint.pt", "generator.pt"]
+    ckpt = torch.load(fresh / "model" / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["world_size"] == 2 and ckpt["step"] == steps
+    assert len(ckpt["rng_ranks"]) == 2 and not torch.equal(*ckpt["rng_ranks"])  # each rank's own stream
+
+    # Interrupted after step 3 (mid-epoch), then rerun: both ranks resume from their saved streams.
+    broken = tmp_path / "broken"
+    r = torchrun(script, broken, epochs=2, stop=3, port=29532)
+    assert r.returncode != 0
+    r = torchrun(script, broken, epochs=2, port=29533)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert log(broken, 0)[-1] == log(fresh, 0)[-1] and log(broken, 1)[-1] == log(fresh, 1)[-1]
+    g_fresh, g_resumed = (torch.load(d / "model" / "generator.pt", weights_only=True)["state_dict"]
+                          for d in (fresh, broken))
+    assert all(torch.equal(g_fresh[k], g_resumed[k]) for k in g_fresh)

@@ -153,3 +153,22 @@ def test_training_streams_shards_over_http(train_urls, tmp_path):
         train(remote, tmp_path / "http", epochs=1)
         assert {r.path for r in server.requests} == {f"/{Path(u).name}" for u in train_urls}
     assert same(weights(tmp_path / "local" / GENERATOR), weights(tmp_path / "http" / GENERATOR))
+
+
+def test_training_streams_shards_from_a_pipe_command(train_urls, tmp_path):
+    """``pipe:`` URLs (e.g. ``pipe:aws s3 cp s3://bucket/shard.tar -``) train the same weights."""
+    train(train_urls, tmp_path / "local", epochs=1)
+    train([f"pipe:cat {u}" for u in train_urls], tmp_path / "pipe", epochs=1)
+    assert same(weights(tmp_path / "local" / GENERATOR), weights(tmp_path / "pipe" / GENERATOR))
+
+
+def test_compiled_step_trains_like_the_eager_one(train_urls, tmp_path):
+    """train.compile wraps G and D in torch.compile; the saved weights stay plain, loadable and
+    close to eager training's."""
+    train(train_urls, tmp_path / "eager", epochs=1)
+    train(train_urls, tmp_path / "compiled", epochs=1, compile=True)
+    G, config = load_generator(tmp_path / "compiled" / GENERATOR)
+    assert config["compile"]
+    eager, compiled = weights(tmp_path / "eager" / GENERATOR), weights(tmp_path / "compiled" / GENERATOR)
+    assert eager.keys() == compiled.keys()  # no _orig_mod. prefixes
+    assert all(torch.allclose(eager[k].float(), compiled[k].float(), atol=1e-3) for k in eager)

@@ -67,18 +67,27 @@ def collate(samples: list[dict]) -> dict:
 
 
 def stream(urls: list[str], *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
-           rank: int = 0, world: int = 1) -> wds.WebDataset:
+           rank: int = 0, world: int = 1, workers: int = 0) -> wds.WebDataset:
     """Decoded samples; with ``shuffle`` > 0, shard order and a buffer shuffled per (seed, epoch).
 
-    Under DDP (``world`` > 1) every rank reads the same shard order and keeps every
-    ``world``-th sample from ``rank`` on: disjoint slices that differ in size by at most one.
+    Under DDP (``world`` > 1) every rank shuffles the shard list the same way, then:
+    - with at least one shard per rank and worker, rank r reads shards r, r + world, ... (and
+      each DataLoader worker a share of those), cycled without end so that every rank can take
+      the same number of batches: the caller cuts the epoch (``t2i.train`` does);
+    - with fewer shards (tiny datasets), every rank reads them all and keeps every
+      ``world``-th sample from ``rank`` on: disjoint slices that differ in size by at most one.
     """
     urls = list(urls)
     if shuffle:
         random.Random(f"{seed}-{epoch}").shuffle(urls)
+    by_shard = world > 1 and len(urls) >= world * max(workers, 1)
+    if by_shard:
+        urls = urls[rank::world]  # WebDataset's split_by_node, with rank and world passed in
     ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None,
                         workersplitter=wds.split_by_worker, empty_check=False)
-    if world > 1:
+    if by_shard:
+        ds = ds.repeat()
+    elif world > 1:
         ds = ds.slice(rank, None, world)
     if shuffle:
         ds = ds.shuffle(shuffle, initial=shuffle, seed=f"{seed}-{epoch}-{rank}-buffer")
@@ -88,7 +97,7 @@ def stream(urls: list[str], *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
 def batches(urls: list[str], batch_size: int, *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
             workers: int = 0, drop_last: bool = True, rank: int = 0, world: int = 1):
     """Iterate batches (see ``collate``); ``workers`` > 0 decodes in DataLoader processes."""
-    ds = stream(urls, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world=world).batched(
+    ds = stream(urls, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world=world, workers=workers).batched(
         batch_size, collation_fn=collate, partial=not drop_last)
     if workers == 0:
         return iter(ds)
