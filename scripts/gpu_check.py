@@ -123,12 +123,10 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
     # Where one step's time goes: the top kernels of profiled steps at the largest batch.
     from torch.profiler import ProfilerActivity, profile
 
-    from t2i.gan import gan_step, step_inputs, trainables
-    from t2i.models import ModelConfig
+    from t2i.gan import gan_step, model_config, step_inputs, trainables
 
     cfg = p.train.model_copy(update={"batch_size": max(batches), "ngf": width, "ndf": width})
-    t = trainables(cfg, ModelConfig(emb_dim=spec.emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=width, ndf=width,
-                                    image_size=spec.image_size), device)
+    t = trainables(cfg, model_config(cfg, spec.emb_dim, spec.image_size), device)
     x = step_inputs(next(stream(embedded_urls(src, "train"), cfg.batch_size, drop_last=False)), cfg,
                     torch.Generator(), device)
     for _ in range(3):

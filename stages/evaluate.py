@@ -22,11 +22,16 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
 
     metrics.get(cfg.metrics)  # unknown names fail before any work
     device = pick_device(cfg.device)
-    generator, _ = load_generator(data / "models" / p.dataset / "generator.pt", device)
+    generator, config = load_generator(data / "models" / p.dataset / "generator.pt", device)
     evaluator = load_evaluator(data / "evaluator" / p.dataset / "evaluator.pt", device)
     out = data / "eval" / p.dataset
+    encode = None
+    if "phrasing" in cfg.metrics:  # captions of its own, embedded like the training ones
+        from t2i.text import TextEncoder
+
+        encode = TextEncoder(config["text_model"], device).encode
     with Timer() as t:
         result = evaluate(generator, evaluator, embedded_urls(embedding_dir(data, p.dataset), "test"), out, cfg,
-                          device=device)
+                          device=device, encode=encode)
     headline = {k: round(v, 3) for k, v in result.items() if isinstance(v, float) and "/" in k and k.endswith("fake")}
     done("evaluate", t.seconds, f"{json.dumps(headline)} -> {out / 'metrics.json'}")

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from t2i.gan import gan_step, step_inputs, trainables
-from t2i.models import ModelConfig
+from t2i.gan import gan_step, model_config, step_inputs, trainables
 from t2i.params import TrainParams
 
 
@@ -71,8 +70,7 @@ def matmul_peak(dtype: torch.dtype = torch.float32, device: str = "cpu") -> floa
 def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, device: str = "cpu",
                seconds: float = 3.0) -> dict:
     """Images/s and FLOPs per image of ``gan_step`` for ``cfg`` on random inputs."""
-    model_cfg = ModelConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=cfg.ngf, ndf=cfg.ndf,
-                            image_size=image_size)
+    model_cfg = model_config(cfg, emb_dim, image_size)
     x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), cfg, torch.Generator().manual_seed(0), device)
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -23,7 +23,8 @@ GENERATOR = "generator.pt"
 # continues a finished run), logging, device, threads and workers.
 RESUME_KEYS = ("num_samples", "emb_dim", "image_size", "text_model", "batch_size", "lr", "beta1", "beta2",
                "z_dim", "proj_dim", "ngf", "ndf", "cls", "int_coef", "int_beta", "l1_coef", "fm_coef",
-               "label_smoothing", "captions_per_step", "shuffle_buffer", "seed", "world_size")
+               "label_smoothing", "ca", "kl_coef", "ms_coef", "captions_per_step", "shuffle_buffer", "seed",
+               "world_size")
 
 
 def save_generator(path: Path, G: Generator, config: dict) -> None:

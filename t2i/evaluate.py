@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -84,9 +85,11 @@ def _check_compatible(generator: Generator, evaluator: Evaluator, data: dict) ->
 
 @torch.no_grad()
 def evaluate(generator: Generator, evaluator: Evaluator, test_urls: list[str], out_dir: str | os.PathLike,
-             cfg: EvaluateParams = EvaluateParams(), *, device: str = "cpu") -> dict:
+             cfg: EvaluateParams = EvaluateParams(), *, device: str = "cpu",
+             encode: Callable[[list[str]], object] | None = None) -> dict:
     """Score ``generator`` on the test split; write metrics.json, grid.png, interpolation.png.
-    ``cfg``'s defaults and ranges live in t2i/params.py (``device`` is the resolved one)."""
+    ``cfg``'s defaults and ranges live in t2i/params.py (``device`` is the resolved one);
+    ``encode`` is the generator's text encoder, for metrics that write captions of their own."""
     metrics, seed, batch_size, max_images = cfg.metrics, cfg.seed, cfg.batch_size, cfg.max_images
     grid_captions, grid_noise = cfg.grid_captions, cfg.grid_noise
     fns = get(list(metrics))
@@ -107,7 +110,9 @@ def evaluate(generator: Generator, evaluator: Evaluator, test_urls: list[str], o
 
         ctx = EvalContext(evaluator=evaluator, real=to_float(data["image"]), fake=fake, emb=emb,
                           all_emb=data["emb"], meta=data["meta"], seed=seed, device=device,
-                          batch_size=batch_size, inception_weights=cfg.inception_weights, online=cfg.online)
+                          batch_size=batch_size, inception_weights=cfg.inception_weights, online=cfg.online,
+                          generate=lambda z, e: fake_images(generator, z, e, device, batch_size),
+                          z_dim=generator.cfg.z_dim, encode=encode)
         results: dict = {"n_images": N, "n_captions_per_image": C, "seed": seed}
         skipped: dict[str, str] = {}
         for name, fn in zip(metrics, fns):

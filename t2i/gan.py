@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from t2i.data.loader import to_float
-from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings
+from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings, mode_seeking_loss
 from t2i.models import Discriminator, Generator, ModelConfig, build_models
 from t2i.params import TrainParams
 
@@ -33,6 +33,9 @@ class StepInputs:
     z: torch.Tensor  # (B, z_dim) noise
     partner: torch.Tensor | None  # (B,) GAN-INT: whose caption each caption is mixed with
     z_int: torch.Tensor | None  # (B, z_dim) noise for the interpolated captions
+    eps: torch.Tensor | None = None  # (B, proj_dim) conditioning augmentation's draw
+    eps_int: torch.Tensor | None = None  # (B, proj_dim) the same for the interpolated captions
+    z2: torch.Tensor | None = None  # (B, z_dim) mode seeking: a second noise per caption
 
 
 def pick_caption_embeddings(emb: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
@@ -53,18 +56,22 @@ def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 class GeneratorPasses(nn.Module):
     """G's forward passes of one step in one call (so DDP sees one forward per backward): the
-    fakes for the batch's captions and, with GAN-INT, for interpolations between captions."""
+    fakes for the batch's captions, with GAN-INT for interpolations between captions, with
+    mode seeking for a second noise; with conditioning augmentation the text code's KL term."""
 
-    def __init__(self, G: nn.Module, int_beta: float) -> None:
+    def __init__(self, G: Generator, int_beta: float) -> None:
         super().__init__()
         self.G, self.int_beta = G, int_beta
 
-    def forward(self, x: StepInputs):
-        fake = self.G(x.z, x.emb)  # (B, 3, S, S)
-        if x.z_int is None:
-            return fake, None, None
-        e_int = interpolate_embeddings(x.emb, x.emb[x.partner], self.int_beta)  # (B, D)
-        return fake, self.G(x.z_int, e_int), e_int
+    def forward(self, x: StepInputs) -> dict:
+        code, kl = self.G.condition(x.emb, x.eps)  # (B, proj_dim)
+        out = {"fake": self.G.decode(x.z, code), "kl": kl}  # (B, 3, S, S)
+        if x.z_int is not None:
+            out["e_int"] = interpolate_embeddings(x.emb, x.emb[x.partner], self.int_beta)  # (B, D)
+            out["fake_int"] = self.G(x.z_int, out["e_int"], x.eps_int)
+        if x.z2 is not None:
+            out["fake2"] = self.G.decode(x.z2, code)  # same caption and code, other noise
+        return out
 
 
 class DiscriminatorPasses(nn.Module):
@@ -109,6 +116,12 @@ class Trainables:
     d_fakes: nn.Module  # DiscriminatorOnFakes (outside DDP: D is not updated in G's step)
 
 
+def model_config(cfg: TrainParams, emb_dim: int, image_size: int) -> ModelConfig:
+    """The models' shapes for training params ``cfg`` on data of ``emb_dim`` and ``image_size``."""
+    return ModelConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=cfg.ngf, ndf=cfg.ndf,
+                       image_size=image_size, ca=cfg.ca)
+
+
 def trainables(cfg: TrainParams, model_cfg: ModelConfig, device: str = "cpu", world: int = 1) -> Trainables:
     """Fresh G and D (seeded by ``cfg.seed``), their Adam optimisers (fused on CUDA), and the
     passes the step calls; with ``world`` > 1, wrapped in DistributedDataParallel."""
@@ -147,11 +160,16 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
     emb = pick_caption_embeddings(batch["emb"], cfg.captions_per_step, g).to(device)
     wrong = emb[mismatched(batch["class_id"], g).to(device)]
     z = torch.randn(B, cfg.z_dim, generator=g).to(device)
-    partner = z_int = None
+    partner = z_int = eps = eps_int = z2 = None
     if cfg.int_coef > 0:
         partner = torch.randperm(B, generator=g).to(device)
         z_int = torch.randn(B, cfg.z_dim, generator=g).to(device)
-    return StepInputs(real, emb, wrong, z, partner, z_int)
+    if cfg.ca:  # drawn after the draws above, so turning it on leaves those unchanged
+        eps = torch.randn(B, cfg.proj_dim, generator=g).to(device)
+        eps_int = torch.randn(B, cfg.proj_dim, generator=g).to(device) if cfg.int_coef > 0 else None
+    if cfg.ms_coef > 0:
+        z2 = torch.randn(B, cfg.z_dim, generator=g).to(device)
+    return StepInputs(real, emb, wrong, z, partner, z_int, eps, eps_int, z2)
 
 
 def discriminator_loss_of(d_passes: nn.Module, x: StepInputs, fake: torch.Tensor, cfg: TrainParams):
@@ -164,17 +182,21 @@ def discriminator_loss_of(d_passes: nn.Module, x: StepInputs, fake: torch.Tensor
     return discriminator_loss(d_real, d_wrong, d_fake, smooth=cfg.label_smoothing), d_real, feat_real.float()
 
 
-def generator_loss_of(d_fakes: nn.Module, x: StepInputs, fake: torch.Tensor, fake_int: torch.Tensor | None,
-                      e_int: torch.Tensor | None, feat_real: torch.Tensor, cfg: TrainParams):
-    """G's loss: fool D, also on interpolated text (GAN-INT), plus the optional L1 and feature
-    matching terms. Returns (loss, its unweighted parts, D's logits on the fakes)."""
+def generator_loss_of(d_fakes: nn.Module, x: StepInputs, g_out: dict, feat_real: torch.Tensor, cfg: TrainParams):
+    """G's loss: fool D, also on interpolated text (GAN-INT), plus the optional L1, feature
+    matching, KL (conditioning augmentation) and mode-seeking terms. ``g_out`` is what
+    ``GeneratorPasses`` returned. Returns (loss, its unweighted parts, D's logits on the fakes)."""
+    fake = g_out["fake"]
     with autocast(cfg, x.real.device):
-        d_fake, feat_fake, d_int = d_fakes(x, fake, fake_int, e_int)
+        d_fake, feat_fake, d_int = d_fakes(x, fake, g_out.get("fake_int"), g_out.get("e_int"))
     d_fake, feat_fake = d_fake.float(), feat_fake.float()  # losses in fp32
     d_int = d_int.float() if d_int is not None else None
+    kl = g_out["kl"].float() if g_out["kl"] is not None else None
+    ms = mode_seeking_loss(fake.float(), g_out["fake2"].float(), x.z, x.z2) if "fake2" in g_out else None
     loss, parts = generator_loss(d_fake, d_int=d_int, fake=fake.float(), real=x.real, feat_real=feat_real,
-                                 feat_fake=feat_fake, int_coef=cfg.int_coef, l1_coef=cfg.l1_coef,
-                                 fm_coef=cfg.fm_coef)
+                                 feat_fake=feat_fake, kl=kl, ms=ms, int_coef=cfg.int_coef, l1_coef=cfg.l1_coef,
+                                 fm_coef=cfg.fm_coef, kl_coef=cfg.kl_coef if cfg.ca else 0.0,
+                                 ms_coef=cfg.ms_coef)
     return loss, parts, d_fake
 
 
@@ -182,10 +204,10 @@ def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | N
     """(1) update D, (2) update G; the step's losses and D's mean outputs, detached. Under DDP
     the gradients are averaged across ranks during each backward."""
     with autocast(cfg, x.real.device):
-        fake, fake_int, e_int = t.g_passes(x)  # (B, 3, S, S) each; G is not updated before (2)
+        g_out = t.g_passes(x)  # fakes (B, 3, S, S), ...; G is not updated before (2)
 
     # (1) update D
-    loss_d, d_real, feat_real = discriminator_loss_of(t.d_passes, x, fake, cfg)
+    loss_d, d_real, feat_real = discriminator_loss_of(t.d_passes, x, g_out["fake"], cfg)
     t.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     if guard is not None:
@@ -194,7 +216,7 @@ def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | N
 
     # (2) update G (against the updated D; D's weight gradients are not needed here)
     t.D.requires_grad_(False)
-    loss_g, parts, d_fake = generator_loss_of(t.d_fakes, x, fake, fake_int, e_int, feat_real, cfg)
+    loss_g, parts, d_fake = generator_loss_of(t.d_fakes, x, g_out, feat_real, cfg)
     t.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     t.D.requires_grad_(True)

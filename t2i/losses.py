@@ -60,6 +60,14 @@ def feature_matching_loss(feat_real: torch.Tensor, feat_fake: torch.Tensor) -> t
     return diff.pow(2).mean()
 
 
+def mode_seeking_loss(fake1: torch.Tensor, fake2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN (Mao et al. 2019): 1 / (|G(z1, c) - G(z2, c)| / |z1 - z2|), mean absolute
+    differences; small when two noises give images as far apart as the noises are."""
+    ratio = (fake1 - fake2).abs().mean() / (z1 - z2).abs().mean()
+    return 1.0 / (ratio + eps)
+
+
 def generator_loss(
     d_fake: torch.Tensor,
     *,
@@ -68,16 +76,22 @@ def generator_loss(
     real: torch.Tensor | None = None,
     feat_real: torch.Tensor | None = None,
     feat_fake: torch.Tensor | None = None,
+    kl: torch.Tensor | None = None,
+    ms: torch.Tensor | None = None,
     int_coef: float = 0.0,
     l1_coef: float = 0.0,
     fm_coef: float = 0.0,
+    kl_coef: float = 0.0,
+    ms_coef: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """adv + int_coef * gan_int + l1_coef * l1 + fm_coef * fm; a term is used only if its coef > 0.
+    """adv + int_coef * gan_int + l1_coef * l1 + fm_coef * fm + kl_coef * kl + ms_coef * ms;
+    a term is used only if its coef > 0 (``kl``: conditioning augmentation's KL divergence,
+    ``ms``: ``mode_seeking_loss``, both computed by the caller).
 
     Returns (total, parts) where parts holds the unweighted terms that were used.
     """
     inputs = {"d_int": d_int, "fake": fake, "real": real, "feat_real": feat_real,
-              "feat_fake": feat_fake}
+              "feat_fake": feat_fake, "kl": kl, "ms": ms}
 
     def need(coef_name: str, coef: float, *names: str) -> bool:
         if coef < 0:
@@ -100,4 +114,10 @@ def generator_loss(
     if need("fm_coef", fm_coef, "feat_real", "feat_fake"):
         parts["fm"] = feature_matching_loss(feat_real, feat_fake)
         total = total + fm_coef * parts["fm"]
+    if need("kl_coef", kl_coef, "kl"):
+        parts["kl"] = kl
+        total = total + kl_coef * kl
+    if need("ms_coef", ms_coef, "ms"):
+        parts["ms"] = ms
+        total = total + ms_coef * ms
     return total, parts

@@ -24,6 +24,7 @@ class ModelConfig:
     ndf: int = 64  # discriminator base width
     image_size: int = 64
     channels: int = 3
+    ca: bool = False  # conditioning augmentation (StackGAN): G samples its text code
 
     def __post_init__(self) -> None:
         if self.image_size not in IMAGE_SIZES:
@@ -72,7 +73,10 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.proj = TextProjection(cfg.emb_dim, cfg.proj_dim)
+        if cfg.ca:  # (B, emb_dim) -> mean and log-variance of the text code, (B, proj_dim) each
+            self.ca = nn.Sequential(nn.Linear(cfg.emb_dim, 2 * cfg.proj_dim), nn.LeakyReLU(0.2, inplace=True))
+        else:
+            self.proj = TextProjection(cfg.emb_dim, cfg.proj_dim)
         widths = _widths(cfg.ngf, cfg.n_blocks)  # 64x64: [ngf*8, ngf*4, ngf*2, ngf]
 
         # (B, z_dim + proj_dim, 1, 1) -> (B, ngf*8, 4, 4)
@@ -93,9 +97,22 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(init_weights)
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([z, self.proj(emb)], dim=1)  # (B, z_dim + proj_dim)
+    def condition(self, emb: torch.Tensor, eps: torch.Tensor | None = None):
+        """The text code (B, proj_dim) and, with conditioning augmentation, its KL divergence
+        to N(0, I) (mean per dimension). With CA the code is mu + sigma * eps, or mu without eps
+        (evaluation, generation)."""
+        if not self.cfg.ca:
+            return self.proj(emb), None
+        mu, logvar = self.ca(emb).chunk(2, dim=1)  # (B, proj_dim) each
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
+        return (mu if eps is None else mu + (0.5 * logvar).exp() * eps), kl
+
+    def decode(self, z: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([z, code], dim=1)  # (B, z_dim + proj_dim)
         return self.net(h[:, :, None, None])  # (B, 3, S, S)
+
+    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(z, self.condition(emb, eps)[0])
 
 
 class Discriminator(nn.Module):

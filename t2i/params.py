@@ -132,6 +132,9 @@ class TrainParams(Section):
     l1_coef: float = Field(0.0, ge=0)  # pixel-wise L1 to the real image (0 = off)
     fm_coef: float = Field(0.0, ge=0)  # D feature matching (0 = off)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # one-sided: real target 1 - value
+    ca: bool = False  # conditioning augmentation (StackGAN): text code ~ N(mu(e), sigma(e))
+    kl_coef: float = Field(1.0, ge=0)  # weight of CA's KL term to N(0, I) (used when ca)
+    ms_coef: float = Field(0.0, ge=0)  # mode-seeking term (MSGAN): two noises per caption (0 = off)
     captions_per_step: int = Field(1, ge=1)  # mean of this many random captions per image
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
@@ -159,7 +162,8 @@ class EvaluatorParams(Section):
 
 
 class EvaluateParams(Section):
-    metrics: list[str] = ["attribute_accuracy", "r_precision", "frechet_distance", "inception"]
+    metrics: list[str] = ["attribute_accuracy", "r_precision", "diversity", "phrasing", "frechet_distance",
+                          "inception"]
     seed: int = 0
     batch_size: int = Field(64, ge=1)
     max_images: int | None = Field(None, ge=2)  # None: the whole test split

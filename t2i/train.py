@@ -25,9 +25,9 @@ from t2i import T2IError
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_state, resume_blockers, save_generator
 from t2i.data.loader import batches
 from t2i.distributed import all_gather_object, all_reduce_mean, init
-from t2i.gan import gan_step, step_inputs, trainables
+from t2i.gan import gan_step, model_config, step_inputs, trainables
 from t2i.io import atomic_file, save_torch
-from t2i.models import Discriminator, Generator, ModelConfig
+from t2i.models import Discriminator, Generator
 from t2i.params import TrainParams
 
 
@@ -91,8 +91,7 @@ def training_loop(
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     try:
-        model_cfg = ModelConfig(emb_dim=data.emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=cfg.ngf,
-                                ndf=cfg.ndf, image_size=data.image_size)
+        model_cfg = model_config(cfg, data.emb_dim, data.image_size)
     except ValueError as e:
         raise T2IError(f"cannot train on these shards: {e}") from None
     config["model"] = asdict(model_cfg)

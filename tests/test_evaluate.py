@@ -17,7 +17,7 @@ from t2i.evaluator import Evaluator, discover_attributes
 from t2i.models import Generator, ModelConfig
 
 DIM, S = 16, 32
-METRICS = ["attribute_accuracy", "r_precision", "frechet_distance", "inception"]
+METRICS = ["attribute_accuracy", "r_precision", "diversity", "frechet_distance", "inception"]
 
 
 def hashed_encode(texts) -> np.ndarray:

@@ -13,6 +13,7 @@ from t2i.losses import (
     generator_loss,
     interpolate_embeddings,
     l1_loss,
+    mode_seeking_loss,
 )
 from t2i.models import ModelConfig, build_models
 
@@ -200,3 +201,20 @@ def test_gan_int_changes_generator_gradients() -> None:
     # and it reaches the generator's text projection, i.e. flows through e_int
     proj_idx = [i for i, p in enumerate(G.parameters()) if p is G.proj.net[0].weight][0]
     assert g_int[proj_idx].abs().sum() > 0
+
+
+def test_mode_seeking_loss_falls_as_images_spread() -> None:
+    z1, z2 = torch.zeros(4, 8), torch.ones(4, 8)  # |z1 - z2| = 1
+    near, far = torch.zeros(4, 3, 8, 8), torch.full((4, 3, 8, 8), 0.5)
+    assert mode_seeking_loss(near, far, z1, z2).item() == pytest.approx(2.0, rel=1e-4)  # 1 / 0.5
+    assert mode_seeking_loss(near, near + 1.0, z1, z2) < mode_seeking_loss(near, far, z1, z2)
+    assert mode_seeking_loss(near, near, z1, z2).item() == pytest.approx(1e5)  # collapse: large, finite
+
+
+def test_kl_and_mode_seeking_terms_are_weighted_in() -> None:
+    d_fake, kl, ms = torch.zeros(4), torch.tensor(0.3), torch.tensor(2.0)
+    total, parts = generator_loss(d_fake, kl=kl, ms=ms, kl_coef=2.0, ms_coef=0.5)
+    assert parts.keys() == {"adv", "kl", "ms"}
+    assert total.item() == pytest.approx(parts["adv"].item() + 0.6 + 1.0)
+    with pytest.raises(ValueError, match="kl_coef=1.0 > 0 but kl is None"):
+        generator_loss(d_fake, kl_coef=1.0)

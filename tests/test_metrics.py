@@ -28,7 +28,7 @@ def context(evaluator, real, fake=None, emb=None, all_emb=None, meta=None, **kw)
 
 
 def test_registry_knows_every_metric() -> None:
-    assert {"attribute_accuracy", "r_precision", "frechet_distance", "inception"} <= set(METRICS)
+    assert {"attribute_accuracy", "r_precision", "diversity", "phrasing", "frechet_distance", "inception"} <= set(METRICS)
     assert get(["r_precision", "attribute_accuracy"]) == [METRICS["r_precision"], METRICS["attribute_accuracy"]]
 
 
@@ -225,3 +225,138 @@ def test_inception_runs_with_random_weights(tmp_path, monkeypatch) -> None:
                         "inception/n_real", "inception/resolution"}
     assert out["inception/n_fake"] == out["inception/n_real"] == 12 and out["inception/resolution"] == S
     assert all(math.isfinite(v) for v in out.values())
+
+
+# --------------------------------------------------------------------------- diversity
+
+
+class FeatureStub(nn.Module):
+    """Features = the image's mean colour per channel and quadrant (12 numbers)."""
+
+    attributes: dict = {}
+
+    def forward(self, x):
+        q = F.adaptive_avg_pool2d(x, 2).flatten(1)  # (B, 12)
+        return {"logits": {}, "proj": torch.zeros(len(x), 8), "features": q}
+
+
+def classes_of_varied_images(n_classes=6, per_class=10, seed=0):
+    """Real images: per class a base colour plus per-image random blotches (real variation)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n_classes, 3, 1, 1, generator=g) * 2 - 1
+    cls = torch.arange(n_classes).repeat_interleave(per_class)
+    images = (base[cls] + 0.5 * torch.randn(len(cls), 3, 2, 2, generator=g).repeat_interleave(S // 2, -1)
+              .repeat_interleave(S // 2, -2)).clamp(-1, 1)
+    return images, [{"class_id": int(c)} for c in cls]
+
+
+def test_diversity_is_zero_when_the_noise_changes_nothing() -> None:
+    real, meta = classes_of_varied_images()
+    same = lambda z, e: real[:1].expand(len(z), -1, -1, -1)  # noqa: E731
+    out = METRICS["diversity"](context(FeatureStub(), real, meta=meta, generate=same, z_dim=4))
+    assert out["diversity/generated"] == 0.0 and out["diversity/ratio"] == 0.0
+    assert out["diversity/pixel_ratio"] == 0.0 and out["diversity/real"] > 0
+    assert out["diversity/captions"] == 6.0
+
+
+def test_diversity_of_real_images_against_real_images_is_about_one() -> None:
+    real, meta = classes_of_varied_images(per_class=20)
+    cls = torch.tensor([m["class_id"] for m in meta])
+    emb = torch.nn.functional.one_hot(cls, 6).float()  # the caption says the class
+    all_emb = emb[:, None].expand(-1, 2, -1)
+    g = torch.Generator().manual_seed(1)
+
+    def draw_real(z, e):  # "generates" other real images of the caption's class
+        idx = (cls == e[0].argmax()).nonzero().flatten()
+        return real[idx[torch.randint(len(idx), (len(z),), generator=g)]]
+
+    out = METRICS["diversity"](context(FeatureStub(), real, emb=emb, all_emb=all_emb, meta=meta,
+                                       generate=draw_real, z_dim=4))
+    assert 0.75 < out["diversity/ratio"] < 1.25
+    assert 0.75 < out["diversity/pixel_ratio"] < 1.25
+
+
+def test_diversity_skips_without_generator_or_classes() -> None:
+    real, meta = classes_of_varied_images()
+    with pytest.raises(MetricSkipped, match="needs the generator"):
+        METRICS["diversity"](context(FeatureStub(), real, meta=meta))
+    with pytest.raises(MetricSkipped, match="at least two images"):
+        METRICS["diversity"](context(FeatureStub(), real, generate=lambda z, e: real[: len(z)], z_dim=4))
+
+
+# --------------------------------------------------------------------------- phrasing
+
+PETALS, CENTRES = ["red", "blue", "white"], ["yellow", "black"]
+
+
+class ColourReader(nn.Module):
+    """Reads petal colour off channel 0 and centre colour off channel 1 (the index / 10)."""
+
+    attributes = {"petal_colour": PETALS, "centre_colour": CENTRES}
+
+    def forward(self, x):
+        p, c = ((x[:, ch].mean(dim=(1, 2)) * 10).round().long() for ch in (0, 1))
+        return {"logits": {"petal_colour": F.one_hot(p.clamp(0, 2), 3).float(),
+                           "centre_colour": F.one_hot(c.clamp(0, 1), 2).float()},
+                "proj": torch.zeros(len(x), 8), "features": x.mean(dim=(2, 3))}
+
+
+def paint(z, emb):  # a generator that draws exactly what the embedding (petal, centre index) says
+    out = torch.zeros(len(z), 3, S, S)
+    out[:, 0], out[:, 1] = emb[:, 0, None, None] / 10, emb[:, 1, None, None] / 10
+    return out
+
+
+def reader_of_novel_wording(texts):
+    """A text encoder that understands the novel templates: (petal index, centre index)."""
+    from t2i.metrics.phrasing import NOVEL_TEMPLATES
+    import re
+
+    rows = []
+    for t in texts:
+        for tpl in NOVEL_TEMPLATES:
+            pattern = re.escape(tpl).replace(r"\{p\}", "(?P<p>\\w+)").replace(r"\{c\}", "(?P<c>\\w+)")
+            m = re.fullmatch(pattern.replace(r"\{n\}", "\\w+").replace(r"\{s\}", "\\w+"), t)
+            if m:
+                rows.append([PETALS.index(m["p"]), CENTRES.index(m["c"])])
+                break
+        else:
+            raise AssertionError(f"not a novel caption: {t}")
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def phrasing_context(encode):
+    metas = [{"class_id": i % 6, "attributes": {"petal_colour": PETALS[i % 3], "centre_colour": CENTRES[i % 2],
+                                                "petal_count": 5, "petal_shape": "round"}} for i in range(24)]
+    emb = torch.tensor([[i % 3, i % 2] for i in range(24)], dtype=torch.float32)  # the template captions
+    real = paint(emb, emb)
+    return context(ColourReader(), real, emb=emb, all_emb=emb[:, None].expand(-1, 2, -1), meta=metas,
+                   generate=paint, z_dim=4, encode=encode)
+
+
+def test_phrasing_compares_novel_wording_with_the_templates() -> None:
+    out = METRICS["phrasing"](phrasing_context(reader_of_novel_wording))
+    assert out["phrasing/petal_colour/template"] == 1.0 and out["phrasing/petal_colour/novel"] == 1.0
+    assert out["phrasing/centre_colour/ratio"] == 1.0 and out["phrasing/images"] == 24.0
+
+    lost = METRICS["phrasing"](phrasing_context(lambda texts: torch.zeros(len(texts), 2)))  # wording not understood
+    assert lost["phrasing/petal_colour/template"] == 1.0 and lost["phrasing/petal_colour/novel"] == pytest.approx(1 / 3)
+    assert lost["phrasing/petal_colour/ratio"] == pytest.approx(1 / 3)
+
+
+def test_novel_captions_are_never_training_captions() -> None:
+    from t2i.data import synth
+    from t2i.metrics.phrasing import novel_captions
+
+    samples = list(synth.flowers(300, 16))
+    novel = novel_captions([s.meta for s in samples], torch.Generator().manual_seed(0))
+    assert not set(novel) & {c for s in samples for c in s.captions}
+    assert len(set(novel)) > 100
+
+
+def test_phrasing_skips_without_encoder_or_colour_labels() -> None:
+    real, meta = colour_images(["red", "blue"])
+    with pytest.raises(MetricSkipped, match="text encoder"):
+        METRICS["phrasing"](context(ColourStub(), real, meta=meta, generate=paint, z_dim=4))
+    with pytest.raises(MetricSkipped, match="petal_colour and centre_colour labels"):
+        METRICS["phrasing"](context(ColourStub(), real, meta=meta, generate=paint, z_dim=4, encode=lambda t: None))

@@ -121,3 +121,23 @@ def test_build_models_defaults() -> None:
     G, D = build_models()
     assert isinstance(G, Generator) and isinstance(D, Discriminator)
     assert G.cfg == ModelConfig()
+
+
+def test_conditioning_augmentation_samples_the_text_code() -> None:
+    cfg = ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=True)
+    G = Generator(cfg).eval()
+    z, emb = inputs(cfg)
+    mu, kl = G.condition(emb)
+    assert mu.shape == (B, 8) and kl.item() >= 0
+    eps = torch.randn(B, 8)
+    code, _ = G.condition(emb, eps)
+    assert not torch.equal(code, mu)  # sampled around the mean
+    assert torch.equal(G(z, emb), G.decode(z, mu))  # without a draw (evaluation): the mean
+    assert not hasattr(G, "proj") and not hasattr(Generator(tiny(32)), "ca")
+
+
+def test_kl_is_zero_for_the_standard_normal() -> None:
+    cfg = ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=True)
+    G = Generator(cfg)
+    nn.init.zeros_(G.ca[0].weight), nn.init.zeros_(G.ca[0].bias)  # mu = 0, log-variance = 0
+    assert G.condition(torch.randn(B, 16))[1].item() == 0.0

@@ -38,25 +38,28 @@ def test_deterministic_on_cpu(train_urls, tmp_path):
 
 @pytest.mark.parametrize("switch", [dict(int_coef=0.0), dict(cls=False), dict(l1_coef=1.0),
                                     dict(fm_coef=1.0), dict(label_smoothing=0.1), dict(captions_per_step=4),
-                                    dict(precision="bf16")])
+                                    dict(precision="bf16"), dict(ca=True), dict(ms_coef=1.0)])
 def test_each_loss_switch_changes_training(train_urls, tmp_path, switch):
     train(train_urls, tmp_path / "base", epochs=1)
     train(train_urls, tmp_path / "varied", epochs=1, **switch)
     assert not same(weights(tmp_path / "base" / GENERATOR), weights(tmp_path / "varied" / GENERATOR))
 
 
-def test_resume_equals_uninterrupted(train_urls, tmp_path):
-    train(train_urls, tmp_path / "full", checkpoint_every=2)
+@pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}])
+def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
+    train(train_urls, tmp_path / "full", checkpoint_every=2, **options)
 
     def crash(step: int, G, D) -> None:
         if step == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(train_urls, tmp_path / "cut", checkpoint_every=2, on_step=crash)
+        train(train_urls, tmp_path / "cut", checkpoint_every=2, on_step=crash, **options)
     assert not (tmp_path / "cut" / GENERATOR).exists()
     assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)["step"] == 4
-    summary = train(train_urls, tmp_path / "cut", checkpoint_every=2)
+    summary = train(train_urls, tmp_path / "cut", checkpoint_every=2, **options)
+    G, config = load_generator(tmp_path / "cut" / GENERATOR)
+    assert G.cfg.ca == config["ca"] == options.get("ca", False)
     assert summary["resumed"]
     assert same(weights(tmp_path / "full" / GENERATOR), weights(tmp_path / "cut" / GENERATOR))
     full = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=False)

@@ -8,7 +8,7 @@ records the reason instead of a number.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -57,24 +57,35 @@ class EvalContext:
     batch_size: int = 64
     inception_weights: str | None = None  # torch-fidelity InceptionV3 weights file
     online: bool = False  # may torch-fidelity download its weights?
+    # More images from the generator: (z (n, z_dim), emb (n, D)) -> (n, 3, S, S) in [-1, 1].
+    generate: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    z_dim: int = 0
+    # The generator's text encoder: list of captions -> (n, D) embeddings (numpy or torch).
+    encode: Optional[Callable[[list[str]], object]] = None
     _outputs: dict = field(default_factory=dict, repr=False)
 
     @torch.no_grad()
-    def outputs(self, which: str) -> dict:
-        """The evaluator's outputs on ``which`` ("real" or "fake"), computed once and cached.
+    def score(self, images: torch.Tensor) -> dict:
+        """The evaluator's outputs on ``images``, in batches: {"logits": {attr: (N, K)},
+        "proj": (N, emb_dim), "features": (N, feat_dim)}, on the CPU."""
+        parts = [self.evaluator(x.to(self.device)) for x in images.split(self.batch_size)]
+        return {
+            "logits": {k: torch.cat([p["logits"][k] for p in parts]).cpu() for k in parts[0]["logits"]},
+            "proj": torch.cat([p["proj"] for p in parts]).cpu(),
+            "features": torch.cat([p["features"] for p in parts]).cpu(),
+        }
 
-        Returns {"logits": {attr: (N, K)}, "proj": (N, emb_dim), "features": (N, feat_dim)}.
-        """
+    def outputs(self, which: str) -> dict:
+        """``score`` of ``which`` ("real" or "fake"), computed once and cached."""
         if which not in self._outputs:
-            images = {"real": self.real, "fake": self.fake}[which]
-            parts = [self.evaluator(x.to(self.device)) for x in images.split(self.batch_size)]
-            self._outputs[which] = {
-                "logits": {k: torch.cat([p["logits"][k] for p in parts]).cpu() for k in parts[0]["logits"]},
-                "proj": torch.cat([p["proj"] for p in parts]).cpu(),
-                "features": torch.cat([p["features"] for p in parts]).cpu(),
-            }
+            self._outputs[which] = self.score({"real": self.real, "fake": self.fake}[which])
         return self._outputs[which]
+
+    def class_keys(self) -> list:
+        """Per test image, its class: the class id, or the image itself when it has none."""
+        return [("class", m["class_id"]) if "class_id" in m else ("image", i) for i, m in enumerate(self.meta)]
 
 
 # Importing the metric modules registers them.
-from t2i.metrics import attribute_accuracy, frechet_distance, inception, r_precision  # noqa: E402,F401
+from t2i.metrics import (attribute_accuracy, diversity, frechet_distance, inception, phrasing,  # noqa: E402,F401
+                         r_precision)

@@ -27,8 +27,7 @@ MISMATCHED = 99
 def candidates(ctx: EvalContext) -> torch.Tensor:
     """(N, 1 + M, D) caption embeddings per image: its own first, then M <= 99 mismatched."""
     N, C, _ = ctx.all_emb.shape
-    # Images without a class id count as a class of their own.
-    keys = [("class", m["class_id"]) if "class_id" in m else ("image", i) for i, m in enumerate(ctx.meta)]
+    keys = ctx.class_keys()  # images without a class id count as a class of their own
     ids = {k: n for n, k in enumerate(dict.fromkeys(keys))}
     cls = torch.tensor([ids[k] for k in keys])  # (N,)
     gen = torch.Generator().manual_seed(ctx.seed)
