@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,8 +20,23 @@ DATASETS = ("synthetic-flowers", "cub", "oxford-102", "hf", "folder")
 IMAGE_SIZES = (32, 64, 128)  # what the generator, discriminator and evaluator are built for
 
 
+def _numeric(annotation) -> bool:
+    """int or float, alone or in an optional/union annotation."""
+    return annotation in (int, float) or any(a in (int, float) for a in get_args(annotation))
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Non-finite floats (inf, nan) are rejected everywhere; numbers keep pydantic's lax mode so
+    # that the YAML strings ``dvc exp run -S`` leaves ("1e-05") still become numbers.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        """``true`` is not 1: lax mode would take a bool for a number."""
+        if isinstance(v, bool) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got {v!r}")
+        return v
 
 
 class SynthParams(Section):
@@ -224,11 +239,14 @@ def _format(err: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def load_params(path: str | os.PathLike = "params.yaml", overrides: list[str] = ()) -> Params:
-    """Read ``path`` (missing file = all defaults), apply ``key=value`` overrides, validate."""
-    path = Path(path)
+def load_params(path: str | os.PathLike | None = "params.yaml", overrides: list[str] = ()) -> Params:
+    """Read ``path`` (None: the built-in defaults; a missing file is an error), apply
+    ``key=value`` overrides, validate."""
     tree: dict = {}
-    if path.exists():
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise T2IError(f"params file {path} not found" + (" (a folder)" if path.is_dir() else ""))
         try:
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
@@ -243,4 +261,4 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: list[str] = 
     try:
         return Params.model_validate(tree)
     except ValidationError as e:
-        raise T2IError(_format(e, str(path))) from None
+        raise T2IError(_format(e, str(path) if path is not None else "params")) from None

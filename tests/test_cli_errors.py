@@ -16,7 +16,10 @@ DATASET = "synthetic-flowers"
 PROGRESS = re.compile(r"^[\w .-]+: +(\d+%\|.*\||\d+\w* \[.*\])")
 
 
-def t2i(cwd, *args, timeout=120):
+def t2i(cwd, *args, timeout=120, params=True):
+    """Run ``t2i *args`` in ``cwd``; ``params``: give it a params.yaml of defaults if it has none."""
+    if params and not (Path(cwd) / "params.yaml").exists():
+        (Path(cwd) / "params.yaml").write_text("# the built-in defaults\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-c", "from stages.cli import main; main()", *args],
@@ -46,6 +49,21 @@ def test_unknown_dataset(tmp_path, leftovers):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("stage", ["download", "shard", "embed", "train", "evaluator", "evaluate", "bench"])
+def test_missing_params_file_is_named(tmp_path, stage):
+    line = error_line(t2i(tmp_path, stage, "--data", "data", params=False))
+    assert line == "error: params file params.yaml not found"
+    line = error_line(t2i(tmp_path, stage, "--params", "paramz.yaml", "--data", "data"))
+    assert line == "error: params file paramz.yaml not found"
+    assert not (tmp_path / "data").exists()
+
+
+def test_bool_for_a_number_writes_nothing(tmp_path):
+    line = error_line(t2i(tmp_path, "download", "-S", "synth.num_images=true", "--data", "data"))
+    assert line == "error: params.yaml: synth.num_images: expected a number, got True"
+    assert not (tmp_path / "data").exists()
+
+
 def test_wrong_param_type(tmp_path):
     proc = t2i(tmp_path, "shard", "-S", "shard.image_size=big", "--data", "data")
     line = error_line(proc)
@@ -69,7 +87,7 @@ def test_output_under_a_file(tmp_path, leftovers):
     line = error_line(proc)
     assert "blocker/data" in line
     assert (tmp_path / "blocker").read_text() == "not a folder"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "params.yaml"]
 
 
 def test_unwritable_data_folder(tmp_path, leftovers):

@@ -24,7 +24,7 @@ def md5_map(md5s: dict[str, str]) -> str:
 
 
 def params(tmp_path: Path, dataset: str, md5s: dict[str, str], *extra: str):
-    return load_params(tmp_path / "none.yaml", [f"dataset={dataset}", f"download.mirror={tmp_path / 'mirror'}",
+    return load_params(None, [f"dataset={dataset}", f"download.mirror={tmp_path / 'mirror'}",
                                                 f"download.root={tmp_path / 'downloads'}", f"download.md5={md5_map(md5s)}",
                                                 "download.backoff=0", *extra])
 
@@ -282,7 +282,7 @@ def test_unlabelled_folder_through_evaluator_and_evaluate(tmp_path):
         colour = list(realdata.COLOURS)[i % 6]
         (src / f"{i:02d}.jpg").write_bytes(realdata.picture(colour, (40, 40), (8, 8, 20, 20)))
         (src / f"{i:02d}.txt").write_text(f"a {colour} shape\na round {colour} thing\n")
-    p = load_params(tmp_path / "none.yaml", ["dataset=folder", f"folder.path={src}", "download.test_fraction=0.25"])
+    p = load_params(None, ["dataset=folder", f"folder.path={src}", "download.test_fraction=0.25"])
     info = prepare_raw(tmp_path / "raw", p, progress=False)
     assert info["counts"] == {"train": 18, "test": 6} and info["classes"] is None
     write_shards(read_raw(tmp_path / "raw"), tmp_path / "shards", dataset="folder", image_size=32, samples_per_shard=8)

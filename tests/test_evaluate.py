@@ -93,7 +93,7 @@ def test_unknown_metric_fails_before_any_work(setup, tmp_path) -> None:
 def test_bad_arguments(setup, tmp_path) -> None:
     _, _, evaluator, urls = setup
     with pytest.raises(T2IError, match="evaluate.max_images"):  # ranges are checked once, in params.py
-        load_params(tmp_path / "none.yaml", ["evaluate.max_images=1"])
+        load_params(None, ["evaluate.max_images=1"])
     big = Generator(ModelConfig(emb_dim=DIM, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=64))
     with pytest.raises(T2IError, match="generator makes 64x64 images but the test split is 32x32"):
         evaluate(big, evaluator, urls, tmp_path / "x", EvaluateParams(metrics=[]))

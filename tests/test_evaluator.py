@@ -126,7 +126,7 @@ def test_missing_and_corrupt_checkpoints(tmp_path) -> None:
 
 def test_bad_training_arguments(tiny, tmp_path) -> None:
     with pytest.raises(T2IError, match="evaluator.epochs"):  # ranges are checked once, in params.py
-        load_params(tmp_path / "none.yaml", ["evaluator.epochs=0"])
+        load_params(None, ["evaluator.epochs=0"])
     with pytest.raises(T2IError, match="no training shards"):
         train_evaluator([], tmp_path / "e.pt")
     assert not (tmp_path / "e.pt").exists()

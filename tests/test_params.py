@@ -19,8 +19,26 @@ def error_of(*args, **kw) -> str:
     return msg
 
 
-def test_missing_file_gives_defaults(tmp_path):
-    p = load_params(tmp_path / "nope.yaml")
+def test_missing_file_is_an_error_naming_it(tmp_path):
+    assert error_of(tmp_path / "params.yml") == f"params file {tmp_path / 'params.yml'} not found"
+    assert error_of(tmp_path) == f"params file {tmp_path} not found (a folder)"
+
+
+@pytest.mark.parametrize("bad", ["synth.num_images=true", "train.epochs=false", "train.lr=true",
+                                 "evaluate.max_images=true", "download.timeout=false"])
+def test_a_bool_is_not_a_number(bad):
+    key = bad.split("=")[0]
+    assert error_of(None, [bad]).startswith(f"params: {key}: expected a number, got ")
+
+
+@pytest.mark.parametrize("bad", ["train.lr=inf", "train.lr=.nan", "train.beta1=-inf", "download.timeout=inf",
+                                 "train.int_coef=.inf", "synth.test_fraction=nan"])
+def test_non_finite_numbers_are_rejected(bad):
+    assert error_of(None, [bad]).startswith(f"params: {bad.split('=')[0]}: ")
+
+
+def test_defaults_without_a_file():
+    p = load_params(None)
     assert p == Params()
     assert p.dataset == "synthetic-flowers"
     assert p.synth.num_images == 3000 and p.synth.test_fraction == 0.2
@@ -55,7 +73,7 @@ def test_partial_file_keeps_other_defaults(tmp_path):
 
 
 def test_override_string_float_is_coerced(tmp_path):
-    p = load_params(tmp_path / "nope.yaml", ["synth.test_fraction=1e-01"])
+    p = load_params(None, ["synth.test_fraction=1e-01"])
     assert isinstance(p.synth.test_fraction, float) and p.synth.test_fraction == pytest.approx(0.1)
 
 
@@ -77,7 +95,7 @@ def test_overrides_win_over_file_and_apply_in_order(tmp_path):
 
 
 def test_unknown_key_names_it(tmp_path):
-    msg = error_of(tmp_path / "nope.yaml", ["synth.foo=1"])
+    msg = error_of(None, ["synth.foo=1"])
     assert "synth.foo" in msg and "unknown key" in msg
 
 
@@ -89,7 +107,7 @@ def test_unknown_key_in_file_names_it(tmp_path):
 
 
 def test_unknown_section_names_it(tmp_path):
-    assert "trian" in error_of(tmp_path / "nope.yaml", ["trian.epochs=3"])
+    assert "trian" in error_of(None, ["trian.epochs=3"])
 
 
 @pytest.mark.parametrize("override, key", [
@@ -100,7 +118,7 @@ def test_unknown_section_names_it(tmp_path):
     ("synth.test_fraction=abc", "synth.test_fraction"),
 ])
 def test_wrong_type_names_key(tmp_path, override, key):
-    msg = error_of(tmp_path / "nope.yaml", [override])
+    msg = error_of(None, [override])
     assert key in msg
     assert override.split("=")[1] in msg  # and the bad value
 
@@ -115,18 +133,18 @@ def test_wrong_type_names_key(tmp_path, override, key):
     ("embed.model=", "embed.model"),
 ])
 def test_out_of_range_names_key(tmp_path, override, key):
-    assert key in error_of(tmp_path / "nope.yaml", [override])
+    assert key in error_of(None, [override])
 
 
 def test_unknown_dataset_names_it(tmp_path):
-    msg = error_of(tmp_path / "nope.yaml", ["dataset=oxford-103"])
+    msg = error_of(None, ["dataset=oxford-103"])
     assert "oxford-103" in msg and "dataset" in msg
     assert all(d in msg for d in DATASETS)  # and says what is known
 
 
 @pytest.mark.parametrize("bad", ["synth.num_images", "=3", "synth"])
 def test_malformed_override(tmp_path, bad):
-    assert bad in error_of(tmp_path / "nope.yaml", [bad])
+    assert bad in error_of(None, [bad])
 
 
 def test_override_into_a_value_is_an_error(tmp_path):
@@ -156,10 +174,10 @@ def test_real_datasets_are_known():
 
 
 def test_md5_overrides(tmp_path):
-    p = load_params(tmp_path / "nope.yaml", ["download.md5={a.tgz: 0123456789ABCDEF0123456789abcdef, b.mat: 00012345678901234567890123456789}"])
+    p = load_params(None, ["download.md5={a.tgz: 0123456789ABCDEF0123456789abcdef, b.mat: 00012345678901234567890123456789}"])
     # upper case folded; an all-digit md5 (which YAML reads as an integer) keeps its leading zeros
     assert p.download.md5 == {"a.tgz": "0123456789abcdef0123456789abcdef", "b.mat": "00012345678901234567890123456789"}
-    msg = error_of(tmp_path / "nope.yaml", ["download.md5={a.tgz: not-an-md5}"])
+    msg = error_of(None, ["download.md5={a.tgz: not-an-md5}"])
     assert "download.md5" in msg and "a.tgz" in msg and "not-an-md5" in msg
 
 
@@ -170,12 +188,12 @@ def test_md5_overrides(tmp_path):
     ("shard.crop=tight", "shard.crop"),
 ])
 def test_download_params_name_key(tmp_path, override, key):
-    msg = error_of(tmp_path / "nope.yaml", [override])
+    msg = error_of(None, [override])
     assert key in msg and override.split("=", 1)[1] in msg
 
 
 @pytest.mark.parametrize("dataset, key", [("hf", "hf.name"), ("folder", "folder.path")])
 def test_generic_sources_need_their_location(tmp_path, dataset, key):
-    msg = error_of(tmp_path / "nope.yaml", [f"dataset={dataset}"])
+    msg = error_of(None, [f"dataset={dataset}"])
     assert key in msg and "required" in msg and not msg.split(": ", 1)[1].startswith(":")
-    assert load_params(tmp_path / "nope.yaml", [f"dataset={dataset}", f"{key}=/somewhere"]).dataset == dataset
+    assert load_params(None, [f"dataset={dataset}", f"{key}=/somewhere"]).dataset == dataset

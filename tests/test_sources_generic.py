@@ -24,7 +24,7 @@ def encoded(colour: str, fmt: str = "PNG", size: int = 16) -> bytes:
 
 
 def params(*overrides: str):
-    return load_params("/nonexistent.yaml", list(overrides))
+    return load_params(None, list(overrides))
 
 
 def folder_params(path: Path, *overrides: str):
