@@ -31,6 +31,8 @@ def main() -> None:
     except OSError as e:
         print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C: the stage said where it stopped; no traceback
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node=N -m stages.cli train

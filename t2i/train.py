@@ -41,16 +41,59 @@ class DataSpec:
     num_samples: int | None = None  # training-set size; required under torchrun (equal steps per rank)
 
 
-def _trim_log(live_dir: Path, step: int) -> None:
-    """Drop logged rows after ``step`` (written after the checkpoint a resume starts from)."""
-    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
-        with open(tsv, newline="") as f:
-            rows = list(csv.reader(f, delimiter="\t"))
-        if rows:
-            col = rows[0].index("step")
-            keep = [rows[0]] + [r for r in rows[1:] if int(r[col]) <= step]
-            with open(tsv, "w", newline="") as f:
-                csv.writer(f, delimiter="\t", lineterminator="\n").writerows(keep)
+class TrainLog:
+    """DVCLive logs and per-epoch sample grids in ``live_dir`` (rank 0 only).
+
+    A resumed run keeps the logs up to its checkpoint and appends; a fresh run replaces the old
+    logs only once it has taken its first step, so a run that fails before that (bad shard,
+    bad params) leaves the previous run's logs as they were.
+    """
+
+    def __init__(self, live_dir: Path | None, resumed_at: int | None) -> None:
+        self.dir, self.resumed_at, self.live = (Path(live_dir) if live_dir else None), resumed_at, None
+
+    def _open(self):
+        if self.live is None and self.dir is not None:
+            from dvclive import Live
+
+            if self.resumed_at is not None:
+                self._trim(self.resumed_at)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            self.live = Live(str(self.dir), resume=self.resumed_at is not None, dvcyaml=None,
+                             save_dvc_exp=False, report=None)
+        return self.live
+
+    def _trim(self, step: int) -> None:
+        """Drop logged rows after ``step`` (written after the checkpoint a resume starts from)."""
+        for tsv in (self.dir / "plots" / "metrics").rglob("*.tsv"):
+            with open(tsv, newline="") as f:
+                rows = list(csv.reader(f, delimiter="\t"))
+            if rows:
+                col = rows[0].index("step")
+                keep = [rows[0]] + [r for r in rows[1:] if int(r[col]) <= step]
+                with open(tsv, "w", newline="") as f:
+                    csv.writer(f, delimiter="\t", lineterminator="\n").writerows(keep)
+
+    def stepped(self) -> None:
+        """The run has taken a step: from now on its logs replace the old ones."""
+        self._open()
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        if live := self._open():
+            live.step = step  # plots are indexed by training step
+            for k, v in values.items():
+                live.log_metric(f"train/{k}", v)
+            live.next_step()
+
+    def grid(self, epoch: int, G: Generator, z: torch.Tensor, emb: torch.Tensor | None,
+             captions: list[str] | None, device: str) -> None:
+        if self.dir is not None and emb is not None:
+            _sample_grid(G, z, emb, captions, self.dir / "samples" / f"epoch_{epoch:03d}.png", device)
+
+    def end(self) -> None:
+        if self.live is not None:
+            self.live.end()
 
 
 def training_loop(
@@ -76,15 +119,12 @@ def training_loop(
     with too few shards, its own slice of the samples) for the same number of steps per epoch,
     gradients are averaged across ranks and only rank 0 writes.
     """
-    # The config stored with the weights: the data it was trained on and every training param.
-    config = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
-              "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
-              **cfg.model_dump(exclude={"checkpoint_every"})}
     from t2i.text import pick_device
 
-    out_dir = Path(out_dir)
-    checkpoint_dir = Path(checkpoint_dir or out_dir)
     rank, world, device = init(pick_device(cfg.device))
+    if data.num_samples is not None and data.num_samples // world < cfg.batch_size:
+        raise T2IError(f"batch_size={cfg.batch_size} is more than the {data.num_samples} training images"
+                       + (f" split across {world} ranks" if world > 1 else ""))
     if world > 1 and not data.num_samples:
         raise T2IError("distributed training needs num_samples (the training-set size)")
     limit = data.num_samples // world // cfg.batch_size if world > 1 else None  # steps per epoch, all ranks
@@ -94,17 +134,18 @@ def training_loop(
         model_cfg = model_config(cfg, data.emb_dim, data.image_size)
     except ValueError as e:
         raise T2IError(f"cannot train on these shards: {e}") from None
-    config["model"] = asdict(model_cfg)
-    config["world_size"] = world
+    # The config stored with the weights: the data it was trained on and every training param.
+    config = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
+              "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
+              **cfg.model_dump(exclude={"checkpoint_every"}), "model": asdict(model_cfg), "world_size": world}
 
     t = trainables(cfg, model_cfg, device, world)
     G, D = t.G, t.D
     g = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # every random draw of the loop
     fixed_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
-    step, epoch, step_in_epoch = 0, 0, 0
-
-    ckpt_path = checkpoint_dir / CHECKPOINT
-    resumed = False
+    ckpt_path = Path(checkpoint_dir or out_dir) / CHECKPOINT
+    step = epoch = step_in_epoch = 0
+    saved_at = None  # the step of this run's last checkpoint (resumed from, or written)
     saved = load_state(ckpt_path, device)
     if saved is not None:
         why = resume_blockers(saved, config)
@@ -115,28 +156,23 @@ def training_loop(
             t.opt_g.load_state_dict(saved["opt_g"]), t.opt_d.load_state_dict(saved["opt_d"])
             g.set_state(saved.get("rng_ranks", [saved["rng"]] * world)[rank])  # rank 0's alone: older files
             step, epoch, step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
-            resumed = True
-    if rank != 0:
-        live_dir, sample_emb, progress = None, None, False  # only rank 0 writes
-    if live_dir is not None:
-        live_dir = Path(live_dir)
-        if resumed:
-            _trim_log(live_dir, step)
-        else:
-            shutil.rmtree(live_dir, ignore_errors=True)
+            saved_at = step
+    resumed = saved_at is not None
+    log = TrainLog(live_dir if rank == 0 else None, saved_at)  # only rank 0 writes
 
     def checkpoint() -> None:
+        nonlocal saved_at
         # BatchNorm running stats differ per rank (each saw its own batches): average them, so
         # every rank holds, and the file stores, the same buffers.
         all_reduce_mean([b for m in (G, D) for b in m.buffers() if b.is_floating_point()])
         rngs = all_gather_object(g.get_state())  # every rank's stream, so a resume replays each
-        if rank != 0:
-            return
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        save_torch({"config": config, "G": G.state_dict(), "D": D.state_dict(),
-                    "opt_g": t.opt_g.state_dict(), "opt_d": t.opt_d.state_dict(), "rng": rngs[0],
-                    **({"rng_ranks": rngs} if world > 1 else {}),
-                    "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}, ckpt_path)
+        saved_at = step
+        if rank == 0:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            save_torch({"config": config, "G": G.state_dict(), "D": D.state_dict(),
+                        "opt_g": t.opt_g.state_dict(), "opt_d": t.opt_d.state_dict(), "rng": rngs[0],
+                        **({"rng_ranks": rngs} if world > 1 else {}),
+                        "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}, ckpt_path)
 
     def guard(name: str, loss: torch.Tensor) -> None:
         """Stop before a non-finite loss updates a model: every step on CPU; on GPU (where reading
@@ -147,59 +183,50 @@ def training_loop(
         bad = (~torch.isfinite(loss)).float()
         all_reduce_mean([bad])  # every rank stops if any rank diverged
         if bad.item() > 0:
-            where = f"last good checkpoint: {ckpt_path}" if ckpt_path.is_file() else "no checkpoint yet"
+            where = f"last good checkpoint: {ckpt_path} (step {saved_at})" if saved_at else "no checkpoint of this run"
             raise T2IError(f"non-finite loss at step {upcoming} ({name}={loss.item()}); stopped, {where}")
 
-    live = None
-    if live_dir is not None:
-        from dvclive import Live
-
-        live = Live(str(live_dir), resume=resumed, dvcyaml=None, save_dvc_exp=False, report=None)
-    start_step = step
-    bar = tqdm(desc="train", unit="step", disable=not progress, initial=step)
-    seen, t0 = 0, time.perf_counter()
+    start_step, seen, t0 = step, 0, time.perf_counter()
     out: dict[str, torch.Tensor] = {}
-    while epoch < cfg.epochs:
-        G.train(), D.train()
-        stream = batches(train_urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
-                         workers=cfg.workers, rank=rank, world=world)
-        for i, batch in enumerate(itertools.islice(stream, limit)):
-            if i < step_in_epoch:
-                continue  # resuming mid-epoch: replay the same order, skip what was done
-            x = step_inputs(batch, cfg, g, device)
-            out = gan_step(t, x, cfg, guard=guard)
-            step += 1
-            step_in_epoch = i + 1
-            seen += x.real.size(0)
-            bar.update(1)
-            if step % cfg.log_every == 0:  # the only steps that read values back from the device
-                last = {k: v.item() for k, v in out.items()}
-                if live is not None:
-                    live.step = step  # plots are indexed by training step
-                    for k, v in last.items():
-                        live.log_metric(f"train/{k}", v)
-                    live.log_metric("train/epoch", epoch)
-                    live.next_step()
-                bar.set_postfix(epoch=epoch + 1, d=f"{last['loss_d']:.3f}", g=f"{last['loss_g']:.3f}",
-                                img_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.0f}")
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-            if on_step is not None:
-                on_step(step, G, D)
-        epoch, step_in_epoch = epoch + 1, 0
-        if sample_emb is not None and live_dir is not None:
-            _sample_grid(G, fixed_z, sample_emb, sample_captions, live_dir / "samples" / f"epoch_{epoch:03d}.png", device)
-            G.train()
-    bar.close()
+    try:
+        with tqdm(desc="train", unit="step", disable=rank != 0 or not progress, initial=step) as bar:
+            while epoch < cfg.epochs:
+                G.train(), D.train()
+                stream = batches(train_urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed,
+                                 epoch=epoch, workers=cfg.workers, rank=rank, world=world)
+                for i, batch in enumerate(itertools.islice(stream, limit)):
+                    if i < step_in_epoch:
+                        continue  # resuming mid-epoch: replay the same order, skip what was done
+                    x = step_inputs(batch, cfg, g, device)
+                    out = gan_step(t, x, cfg, guard=guard)
+                    step, step_in_epoch, seen = step + 1, i + 1, seen + x.real.size(0)
+                    log.stepped()
+                    bar.update(1)
+                    if step % cfg.log_every == 0:  # the only steps that read values back from the device
+                        last = {k: v.item() for k, v in out.items()}
+                        log.metrics(step, {**last, "epoch": epoch})
+                        bar.set_postfix(epoch=epoch + 1, d=f"{last['loss_d']:.3f}", g=f"{last['loss_g']:.3f}",
+                                        img_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.0f}")
+                    if step % cfg.checkpoint_every == 0:
+                        checkpoint()
+                    if on_step is not None:
+                        on_step(step, G, D)
+                epoch, step_in_epoch = epoch + 1, 0
+                log.grid(epoch, G, fixed_z, sample_emb, sample_captions, device)
+                G.train()
+    except KeyboardInterrupt:
+        if rank == 0:
+            again = f"rerun to resume from step {saved_at}" if saved_at else "no checkpoint of this run yet"
+            print(f"train: interrupted at step {step}; {again}", file=sys.stderr)
+        raise
     if step == 0:
         raise T2IError(f"no training step ran: fewer than batch_size={cfg.batch_size} training images?")
     if step != start_step:  # a finished checkpoint is left as it was written
         checkpoint()
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_generator(out_dir / GENERATOR, G.cpu(), config)
-    if live is not None:
-        live.end()
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        save_generator(Path(out_dir) / GENERATOR, G.cpu(), config)
+    log.end()
     return {"steps": step, "epochs": epoch, "resumed": resumed, **{k: v.item() for k, v in out.items()}}
 
 

@@ -134,3 +134,49 @@ def test_embed_truncated_shard(tmp_path, build_shards, damage, tree_hashes, left
     assert not (tmp_path / "data" / "embeddings" / DATASET).exists()
     assert leftovers(tmp_path / "data") == []
     assert tree_hashes(shards) == before
+
+
+TINY_TRAIN = ["-S", "train.epochs=1", "-S", "train.batch_size=4", "-S", "train.ngf=8", "-S", "train.ndf=8",
+              "-S", "train.threads=1", "-S", "evaluator.epochs=1", "-S", "evaluator.threads=1"]
+
+
+@pytest.fixture
+def embedded(tmp_path, make_embedded):
+    """data/embeddings/<dataset> of 24 tiny embedded flowers in 4-sample shards."""
+    built = make_embedded(tmp_path / "build", 24, samples_per_shard=4)
+    target = tmp_path / "data" / "embeddings" / DATASET
+    target.parent.mkdir(parents=True)
+    built.rename(target)
+    return target
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluator"])
+def test_truncated_embedded_shard_is_named(tmp_path, embedded, damage, stage):
+    damage.truncate_half(embedded / "train-000001.tar")
+    line = error_line(t2i(tmp_path, stage, "--data", "data", *TINY_TRAIN), strict=False)
+    assert line.startswith(f"error: corrupt or truncated shard data/embeddings/{DATASET}/train-000001.tar: ")
+
+
+def corrupt_first_image(shard: Path) -> None:
+    data = shard.read_bytes()
+    i = data.find(b"\x89PNG")
+    shard.write_bytes(data[:i + 16] + b"\x00" * 64 + data[i + 80:])
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluator"])
+def test_corrupt_image_in_a_shard_is_named(tmp_path, embedded, stage):
+    corrupt_first_image(embedded / "train-000000.tar")
+    line = error_line(t2i(tmp_path, stage, "--data", "data", *TINY_TRAIN), strict=False)
+    assert re.fullmatch(rf"error: shard data/embeddings/{DATASET}/train-000000.tar: sample \S+: corrupt image \(.+\)",
+                        line), line
+    assert "BytesIO" not in line
+
+
+def test_embed_checks_images_as_it_copies_them(tmp_path, build_shards, leftovers):
+    shards = tmp_path / "data" / "shards" / DATASET
+    build_shards(shards, n=12, samples_per_shard=4)
+    corrupt_first_image(shards / "train-000001.tar")
+    line = error_line(t2i(tmp_path, "embed", "--data", "data"), strict=False)
+    assert re.fullmatch(rf"error: shard data/shards/{DATASET}/train-000001.tar: sample \S+: corrupt image \(.+\)", line)
+    assert not (tmp_path / "data" / "embeddings" / DATASET).exists()
+    assert leftovers(tmp_path / "data") == []

@@ -96,11 +96,53 @@ def test_nan_loss_stops_before_the_update_and_keeps_last_checkpoint(train_urls, 
             for p in D.parameters():
                 p.data.fill_(float("nan"))
 
-    with pytest.raises(T2IError, match="non-finite loss at step 3 \\(loss_d=nan\\)"):
+    with pytest.raises(T2IError, match=r"non-finite loss at step 3 \(loss_d=nan\); stopped, last good checkpoint: "
+                                       r".*checkpoint.pt \(step 2\)$"):
         train(train_urls, tmp_path, checkpoint_every=2, on_step=poison)
     ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
     assert ckpt["step"] == 2
     assert all(torch.isfinite(v).all() for m in ("G", "D") for v in ckpt[m].values() if v.is_floating_point())
+
+
+def test_nan_stop_never_names_an_old_runs_checkpoint(train_urls, tmp_path):
+    train(train_urls, tmp_path, epochs=1)  # an old run's checkpoint, of other params
+
+    def poison(step: int, G, D) -> None:
+        for p in D.parameters():
+            p.data.fill_(float("nan"))
+
+    with pytest.raises(T2IError, match=r"non-finite loss at step 2 \(loss_d=nan\); stopped, no checkpoint of this run$"):
+        train(train_urls, tmp_path, lr=1e-3, checkpoint_every=5, on_step=poison)
+
+
+def test_batch_size_above_the_training_count_fails_before_anything_is_written(train_urls, tmp_path):
+    with pytest.raises(T2IError, match=r"^batch_size=64 is more than the 32 training images$"):
+        training_loop(train_urls, tmp_path / "out", TrainParams(**{**TINY, "batch_size": 64}),
+                      data=DataSpec(16, 32, "bag-of-words", num_samples=32), live_dir=tmp_path / "logs")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
+
+
+def test_a_failing_run_leaves_the_previous_logs(train_urls, tmp_path):
+    logs = tmp_path / "logs"
+    training_loop(train_urls, tmp_path / "out", TrainParams(**{**TINY, "epochs": 1, "log_every": 1}), data=DATA, live_dir=logs,
+                  progress=False)
+    before = sorted(str(p.relative_to(logs)) for p in logs.rglob("*"))
+    assert any(name.endswith(".tsv") for name in before)
+    bad = Path(train_urls[0]).parent / "missing-shard.tar"
+    with pytest.raises(Exception):
+        training_loop([str(bad)], tmp_path / "out", TrainParams(**{**TINY, "lr": 1e-3}), data=DATA, live_dir=logs,
+                      progress=False)
+    assert sorted(str(p.relative_to(logs)) for p in logs.rglob("*")) == before
+
+
+def test_ctrl_c_says_where_to_resume(train_urls, tmp_path, capsys):
+    def interrupt(step: int, G, D) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(train_urls, tmp_path, checkpoint_every=2, on_step=interrupt)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "train: interrupted at step 3; rerun to resume from step 2"
 
 
 def test_mismatched_picks_another_class():

@@ -18,6 +18,7 @@ import numpy as np
 import webdataset as wds
 
 from t2i import T2IError
+from t2i.data.loader import image_tensor
 from t2i.data.raw import check_captions
 from t2i.data.shards import MANIFEST, TAR_MTIME, iter_tar, read_manifest, shard_paths
 from t2i.io import atomic_dir, dump_json
@@ -73,6 +74,8 @@ def embed_shards(shards: Path, out: Path, encode: Encode, *, model: str, dim: in
         for path, count in jobs:
             samples = list(iter_tar(path, expected=count))  # one shard in memory
             caps = [read_captions(s, str(path)) for s in samples]
+            for s in samples:  # what training will decode must decode
+                image_tensor(s.get("png") or s.get("jpg") or b"", f"shard {path}: sample {s['__key__']}")
             flat = cache.lookup([c for cs in caps for c in cs])
             with wds.TarWriter(str(tmp / path.name), encoder=False, mtime=TAR_MTIME,
                                user="t2i", group="t2i", mode=0o444) as sink:

@@ -17,7 +17,7 @@ import webdataset as wds
 from PIL import Image
 
 from t2i import T2IError
-from t2i.data.shards import read_manifest, shard_paths
+from t2i.data.shards import READ_ERRORS, read_manifest, shard_error, shard_paths
 
 
 def embedded_urls(folder: Path, split: str) -> list[str]:
@@ -28,17 +28,29 @@ def embedded_urls(folder: Path, split: str) -> list[str]:
     return [str(p) for p in shard_paths(folder, split, manifest)]
 
 
+def image_tensor(data: bytes, where: str) -> torch.Tensor:
+    """PNG or JPEG bytes -> uint8 (3, H, W); bad bytes are an error naming ``where``."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad image bytes
+        raise T2IError(f"{where}: corrupt image ({str(e).split(' <')[0] or type(e).__name__})") from None
+
+
 def decode(sample: dict) -> dict:
     """Raw tar entries -> image uint8 (3, H, W), emb float32 (captions, D), captions, meta."""
     key = sample["__key__"]
+    where = f"shard {sample.get('__url__', '?')}: sample {key}"
     data = sample.get("png") or sample.get("jpg")
     if data is None or "emb.npy" not in sample:
-        raise T2IError(f"sample {key} lacks an image or emb.npy: is this an embedded shard?")
-    with Image.open(io.BytesIO(data)) as im:
-        image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
-    emb = torch.from_numpy(np.load(io.BytesIO(sample["emb.npy"])).astype(np.float32))
-    meta = json.loads(sample["json"])
-    captions = sample["txt"].decode().rstrip("\n").split("\n")
+        raise T2IError(f"{where} lacks an image or emb.npy: is this an embedded shard?")
+    image = image_tensor(data, where)
+    try:
+        emb = torch.from_numpy(np.load(io.BytesIO(sample["emb.npy"]), allow_pickle=False).astype(np.float32))
+        meta = json.loads(sample["json"])
+        captions = sample["txt"].decode().rstrip("\n").split("\n")
+    except (OSError, ValueError, KeyError) as e:
+        raise T2IError(f"{where}: corrupt {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     return {"key": key, "image": image, "emb": emb, "captions": captions, "meta": meta,
             "class_id": int(meta.get("class_id", -1))}
 
@@ -99,6 +111,18 @@ def batches(urls: list[str], batch_size: int, *, shuffle: int = 0, seed: int = 0
     """Iterate batches (see ``collate``); ``workers`` > 0 decodes in DataLoader processes."""
     ds = stream(urls, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world=world, workers=workers).batched(
         batch_size, collation_fn=collate, partial=not drop_last)
-    if workers == 0:
-        return iter(ds)
-    return iter(wds.WebLoader(ds, batch_size=None, num_workers=workers))
+    return _named_errors(iter(ds) if workers == 0 else iter(wds.WebLoader(ds, batch_size=None, num_workers=workers)),
+                         urls)
+
+
+def _named_errors(batches_, urls: list[str]):
+    """Pass batches through; a shard that cannot be read becomes one line naming it (also when
+    the error comes from a DataLoader worker, wrapped in its traceback)."""
+    try:
+        yield from batches_
+    except T2IError as e:
+        raise T2IError(str(e).strip().splitlines()[-1].split("T2IError: ", 1)[-1]) from None
+    except READ_ERRORS as e:
+        text = " ".join(str(a) for a in e.args)
+        shard = next((u for u in urls if u in text), None) or (urls[0] if len(urls) == 1 else f"among {len(urls)} shards")
+        raise shard_error(shard, e) from None

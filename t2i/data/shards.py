@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -150,6 +151,18 @@ def shard_paths(folder: Path, split: str, manifest: dict | None = None) -> list[
     return paths
 
 
+READ_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)  # what a bad tar raises while read
+
+
+def shard_error(shard: str, e: BaseException) -> T2IError:
+    """One line for a shard that cannot be read: its path or URL and the reader's first words
+    (also when a DataLoader worker wrapped the error in its traceback)."""
+    lines = str(e.args[0] if e.args and isinstance(e.args[0], str) else e).strip().splitlines() or [type(e).__name__]
+    why = lines[-1].split(": ", 1)[-1] if lines[0].startswith("Caught ") else lines[0]
+    first = re.match(r"""\(['"](.*?)['"],""", why)  # a worker prints the args tuple: its first item
+    return T2IError(f"corrupt or truncated shard {shard}: {(first[1] if first else why).split(' @ ')[0]}")
+
+
 def iter_tar(path: Path, expected: int | None = None) -> Iterator[dict]:
     """Raw samples of one shard (``{"__key__", ext: bytes, ...}``); names the file if it is bad."""
     n = 0
@@ -158,8 +171,7 @@ def iter_tar(path: Path, expected: int | None = None) -> Iterator[dict]:
         for sample in stream:
             n += 1
             yield {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        why = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-        raise T2IError(f"corrupt or truncated shard {path}: {why.split(' @ ')[0]}") from None
+    except READ_ERRORS as e:
+        raise shard_error(str(path), e) from None
     if expected is not None and n != expected:
         raise T2IError(f"corrupt or truncated shard {path}: {n} samples, manifest says {expected}")
