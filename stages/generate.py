@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from stages.common import DataDir
+
+MAX_COLUMNS = 16  # images per grid row
 
 
 def main(
@@ -22,18 +25,27 @@ def main(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     data: DataDir = Path("data"),
 ) -> None:
-    """Draw ``-n`` images for each caption with the trained generator."""
-    from t2i.grid import make_grid
+    """Draw -n images for each caption with the trained generator (the format follows --out's
+    extension: .png, .jpg, .jpeg or .webp)."""
+    from t2i import T2IError
+    from t2i.grid import image_format, make_grid, save_image
     from t2i.generate import generate
-    from t2i.io import atomic_file
 
+    if out.is_dir():
+        raise T2IError(f"--out {out} is a folder: name an image file, e.g. {out / 'grid.png'}")
+    image_format(out)  # a bad extension fails before any work
+    if each is not None and each.exists() and not each.is_dir():
+        raise T2IError(f"--each {each} is a file: name a folder")
     images = generate(checkpoint or data / "models" / dataset / "generator.pt", captions, n=n, seed=seed,
                       device=device, text_model=text_model)
-    with atomic_file(out) as tmp:
-        make_grid(images, nrow=n, labels=captions).save(tmp, format="PNG")
+    per_row = min(n, MAX_COLUMNS)  # a caption's images wrap onto rows of at most MAX_COLUMNS
+    rows = -(-n // per_row)
+    tiles = torch.cat([torch.cat([c, c.new_ones(rows * per_row - n, *c.shape[1:])])  # white cells pad a row
+                       for c in images.split(n)])
+    labels = [caption if r == 0 else "" for caption in captions for r in range(rows)]
+    save_image(make_grid(tiles, nrow=per_row, labels=labels), out)
     if each is not None:
         each.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(images):
-            with atomic_file(each / f"{i // n:03d}_{i % n:02d}.png") as tmp:
-                make_grid(img[None], nrow=1).save(tmp, format="PNG")
+            save_image(make_grid(img[None], nrow=1), each / f"{i // n:03d}_{i % n:02d}.png")
     typer.echo(f"generate: {len(images)} images -> {out}")

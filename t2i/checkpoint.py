@@ -41,8 +41,10 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict]:
         config = blob["config"]
         G = Generator(ModelConfig(**config["model"]))
         G.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError, TypeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise T2IError(f"cannot read generator checkpoint {path}: {str(e).splitlines()[0]}") from None
+    except pickle.UnpicklingError:  # torch's text here suggests weights_only=False: never do that
+        raise T2IError(f"cannot read generator checkpoint {path}: not a generator.pt written by t2i train") from None
+    except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as e:
+        raise T2IError(f"cannot read generator checkpoint {path}: {str(e).splitlines()[0].split('. ')[0]}") from None
     return G.to(device).eval(), config
 
 

@@ -16,7 +16,7 @@ import torch
 from t2i import T2IError
 from t2i.data.loader import batches, to_float
 from t2i.evaluator import Evaluator
-from t2i.grid import add_header, make_grid, save_png
+from t2i.grid import add_header, make_grid, save_image
 from t2i.io import write_json_atomic
 from t2i.metrics import EvalContext, MetricSkipped, get
 from t2i.models import Generator
@@ -141,7 +141,7 @@ def evaluate(generator: Generator, evaluator: Evaluator, test_urls: list[str], o
     finally:
         generator.train(was_training)
 
-    save_png(grid, out_dir / "grid.png")
-    save_png(strip, out_dir / "interpolation.png")
+    save_image(grid, out_dir / "grid.png")
+    save_image(strip, out_dir / "interpolation.png")
     write_json_atomic(out_dir / "metrics.json", results)
     return results

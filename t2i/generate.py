@@ -11,14 +11,19 @@ from t2i.checkpoint import load_generator
 from t2i.data.raw import check_captions
 
 
+BATCH = 256  # images drawn at a time
+
+
 def generate(generator_path: Path, captions: list[str], *, n: int = 8, seed: int = 0,
              device: str = "cpu", text_model: str | None = None) -> torch.Tensor:
     """(len(captions) * n, 3, S, S) images in [-1, 1]: ``n`` noise vectors per caption."""
+    from t2i.text import TextEncoder, pick_device
+
     check_captions(captions, "t2i generate")
     if n < 1:
         raise T2IError(f"-n must be at least 1, got {n}")
+    device = pick_device(device)
     G, config = load_generator(generator_path, device)
-    from t2i.text import TextEncoder
 
     encoder = TextEncoder(text_model or config["text_model"], device)
     if encoder.dim != G.cfg.emb_dim:
@@ -27,5 +32,6 @@ def generate(generator_path: Path, captions: list[str], *, n: int = 8, seed: int
     emb = torch.from_numpy(encoder.encode(captions)).to(device)  # (C, D)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(len(captions) * n, G.cfg.z_dim, generator=g).to(device)
+    emb = emb.repeat_interleave(n, dim=0)  # (C * n, D)
     with torch.no_grad():
-        return G(z, emb.repeat_interleave(n, dim=0)).cpu()
+        return torch.cat([G(zb, eb).cpu() for zb, eb in zip(z.split(BATCH), emb.split(BATCH))])

@@ -14,7 +14,16 @@ from t2i.io import atomic_file
 PAD = 2  # pixels between grid cells
 LABEL_WIDTH = 256  # pixels of the caption strip left of each grid row
 TEXT, BACKGROUND = (20, 20, 20), (255, 255, 255)
+FONT_SIZE = 11
 
+
+def _font():
+    """DejaVu Sans (Latin, Greek, Cyrillic, Vietnamese, many symbols) where the system has it
+    (Debian: fonts-dejavu-core), else Pillow's built-in font."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", FONT_SIZE)
+    except OSError:
+        return ImageFont.load_default()
 
 
 def _wrap(text: str, font, width: int) -> list[str]:
@@ -57,7 +66,7 @@ def make_grid(images: torch.Tensor, nrow: int, labels: list[str] | None = None,
         raise T2IError(f"make_grid got {len(labels)} labels for {rows} rows")
     left = label_width + PAD if labels is not None else 0
     canvas = Image.new("RGB", (left + nrow * (w + PAD) + PAD, rows * (h + PAD) + PAD), BACKGROUND)
-    font = ImageFont.load_default()
+    font = _font()
     for r in range(rows):
         y = PAD + r * (h + PAD)
         if labels is not None:
@@ -69,7 +78,7 @@ def make_grid(images: torch.Tensor, nrow: int, labels: list[str] | None = None,
 
 def add_header(image: Image.Image, lines: list[str]) -> Image.Image:
     """``image`` below a text header: each of ``lines`` wrapped to the image width."""
-    font = ImageFont.load_default()
+    font = _font()
     line_h = font.getbbox("Ay")[3] + 2
     wrapped = [line for text in lines for line in _wrap(text, font, image.width - 2 * PAD)]
     header = Image.new("RGB", (image.width, len(wrapped) * line_h + 2 * PAD), BACKGROUND)
@@ -82,6 +91,19 @@ def add_header(image: Image.Image, lines: list[str]) -> Image.Image:
     return out
 
 
-def save_png(image: Image.Image, path: str | os.PathLike) -> None:
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The format an image path's extension asks for; anything else is an error naming the path."""
+    fmt = FORMATS.get(os.path.splitext(str(path))[1].lower())
+    if fmt is None:
+        raise T2IError(f"{path}: unknown image type (use {', '.join(FORMATS)})")
+    return fmt
+
+
+def save_image(image: Image.Image, path: str | os.PathLike) -> None:
+    """Write ``image`` atomically, as the format of ``path``'s extension (PNG, JPEG or WebP)."""
+    fmt = image_format(path)
     with atomic_file(path) as tmp:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))

@@ -8,6 +8,7 @@ users who are online (or have it cached).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,15 @@ def resolve(name: str) -> tuple[str, bool]:
 
 
 def pick_device(device: str) -> str:
+    """The one device resolver of every command: cpu, cuda, cuda:N or auto (cuda if present)."""
     import torch
 
+    if device != "auto" and device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise T2IError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise T2IError("device 'cuda' requested but no CUDA GPU is available")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise T2IError(f"device {device!r} requested but no CUDA GPU is available")
     return device
 
 

@@ -61,3 +61,57 @@ def test_embedding_size_mismatch_is_an_error(tmp_path):
     ckpt = tiny_generator(tmp_path / "g.pt", 16)  # trained on 16-d embeddings, the text model gives 384
     with pytest.raises(T2IError, match=r"gives 384-d embeddings but .*g.pt was trained on 16-d"):
         generate(ckpt, ["a red flower"])
+
+
+def last_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    return r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("out, fmt", [("grid.png", "PNG"), ("grid.jpg", "JPEG"), ("grid.JPEG", "JPEG"), ("grid.webp", "WEBP")])
+def test_the_extension_decides_the_format(tmp_path, out, fmt):
+    r = cli("a red flower", "-n", "2", "--checkpoint", str(tiny_generator(tmp_path / "g.pt", 384)), "--out", out,
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / out).format == fmt
+
+
+def test_bad_out_paths_fail_before_any_work(tmp_path):
+    (tmp_path / "folder").mkdir()
+    missing = "nowhere/generator.pt"  # would fail later: these checks come first
+    assert last_line(cli("a red flower", "--checkpoint", missing, "--out", "grid.gif", cwd=tmp_path)) == \
+        "error: grid.gif: unknown image type (use .png, .jpg, .jpeg, .webp)"
+    assert last_line(cli("a red flower", "--checkpoint", missing, "--out", "folder", cwd=tmp_path)) == \
+        "error: --out folder is a folder: name an image file, e.g. folder/grid.png"
+    assert list(tmp_path.iterdir()) == [tmp_path / "folder"]
+
+
+def test_devices_resolve_in_one_place(tmp_path):
+    ckpt = str(tiny_generator(tmp_path / "g.pt", 384))
+    r = cli("a red flower", "-n", "1", "--checkpoint", ckpt, "--device", "auto", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr  # auto = cpu here
+    assert last_line(cli("a red flower", "--checkpoint", ckpt, "--device", "gpu", cwd=tmp_path)) == \
+        "error: unknown device 'gpu' (use cpu, cuda, cuda:N or auto)"
+    if not torch.cuda.is_available():
+        assert last_line(cli("a red flower", "--checkpoint", ckpt, "--device", "cuda", cwd=tmp_path)) == \
+            "error: device 'cuda' requested but no CUDA GPU is available"
+
+
+def test_many_images_wrap_into_rows(tmp_path):
+    r = cli("a red flower", "-n", "40", "--checkpoint", str(tiny_generator(tmp_path / "g.pt", 384)), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.width < 16 * 36 + 300 and grid.height >= 3 * 32  # 16 columns, 3 rows
+
+
+def test_random_bytes_are_not_a_generator_and_no_unsafe_hint(tmp_path):
+    (tmp_path / "g.pt").write_bytes(os.urandom(4096))
+    line = last_line(cli("a red flower", "--checkpoint", "g.pt", cwd=tmp_path))
+    assert line == "error: cannot read generator checkpoint g.pt: not a generator.pt written by t2i train"
+    assert "weights_only" not in line
+
+
+def test_help_has_no_rst_markup(tmp_path):
+    r = cli("--help", cwd=tmp_path)
+    assert r.returncode == 0 and "``" not in r.stdout
