@@ -7,6 +7,7 @@ interrupted or failed stage never leaves a half-written file or folder behind.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -18,6 +19,32 @@ from typing import Iterator
 from t2i import T2IError
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove ``path``'s temporaries left by killed processes (``.<name>.<pid>.*.tmp`` whose
+    process is gone), and finish a folder swap that a kill interrupted: ``.<name>.old`` is put
+    back when ``path`` is missing, deleted when ``path`` is there."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    old = path.with_name(f".{path.name}.old")
+    if old.exists():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(path)
+
+
 def _tmp_sibling(path: Path, kind: str) -> Path:
     parent = path.parent
     try:
@@ -26,13 +53,15 @@ def _tmp_sibling(path: Path, kind: str) -> Path:
         raise T2IError(f"cannot create output folder {parent}: {e.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise T2IError(f"output folder {parent} is not writable")
+    _clean_stale(path)
     umask = os.umask(0)
     os.umask(umask)
+    prefix = f".{path.name}.{os.getpid()}."  # the pid tells a later run whether its writer is gone
     if kind == "dir":  # mkdtemp/mkstemp make private entries: give them the usual permissions
-        made = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+        made = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
         made.chmod(0o777 & ~umask)
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=parent)
         os.close(fd)
         made = Path(name)
         made.chmod(0o666 & ~umask)
@@ -41,14 +70,16 @@ def _tmp_sibling(path: Path, kind: str) -> Path:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``path`` only if the block succeeds."""
+    """Yield a temporary folder that replaces ``path`` only if the block succeeds.
+
+    The old folder is moved aside to ``.<name>.old`` and deleted only after the new one is in
+    place; a kill between the two renames is repaired by the next write (``_clean_stale``)."""
     path = Path(path)
     tmp = _tmp_sibling(path, "dir")
     try:
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
             path.rename(old)
             tmp.rename(path)
             shutil.rmtree(old)
