@@ -143,3 +143,27 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def sole_writer(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (a ``.<name>.lock`` file beside it, outside what DVC
+    tracks) for the block; a second holder gets a one-line error naming the first."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = folder.with_name(f".{folder.name}.lock")
+    owner = lock_path.with_name(lock_path.name + ".owner")
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = owner.read_text().strip() if owner.is_file() else "another process"
+        raise T2IError(f"{folder} is in use by {holder}; wait for it or stop it") from None
+    try:
+        owner.write_text(f"{what} (pid {os.getpid()})\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()

@@ -9,6 +9,7 @@ have; raising ``epochs`` continues a finished run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import shutil
@@ -26,7 +27,7 @@ from t2i.checkpoint import CHECKPOINT, GENERATOR, load_state, resume_blockers, s
 from t2i.data.loader import batches
 from t2i.distributed import all_gather_object, all_reduce_mean, init
 from t2i.gan import gan_step, model_config, step_inputs, trainables
-from t2i.io import atomic_file, save_torch
+from t2i.io import atomic_file, save_torch, sole_writer
 from t2i.models import Discriminator, Generator
 from t2i.params import TrainParams
 
@@ -189,7 +190,8 @@ def training_loop(
     start_step, seen, t0 = step, 0, time.perf_counter()
     out: dict[str, torch.Tensor] = {}
     try:
-        with tqdm(desc="train", unit="step", disable=rank != 0 or not progress, initial=step) as bar:
+        with (sole_writer(ckpt_path.parent, "t2i train") if rank == 0 else contextlib.nullcontext(),
+              tqdm(desc="train", unit="step", disable=rank != 0 or not progress, initial=step) as bar):
             while epoch < cfg.epochs:
                 G.train(), D.train()
                 stream = batches(train_urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,15 @@ def test_compiled_step_trains_like_the_eager_one(train_urls, tmp_path):
     eager, compiled = weights(tmp_path / "eager" / GENERATOR), weights(tmp_path / "compiled" / GENERATOR)
     assert eager.keys() == compiled.keys()  # no _orig_mod. prefixes
     assert all(torch.allclose(eager[k].float(), compiled[k].float(), atol=1e-3) for k in eager)
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused(train_urls, tmp_path):
+    from t2i.io import sole_writer
+
+    with sole_writer(tmp_path / "ckpt", "t2i train"):  # as a running `t2i train` holds it
+        with pytest.raises(T2IError, match=rf"^{tmp_path / 'ckpt'} is in use by t2i train \(pid {os.getpid()}\); "):
+            training_loop(train_urls, tmp_path / "out", TrainParams(**TINY), data=DATA, checkpoint_dir=tmp_path / "ckpt",
+                          live_dir=tmp_path / "logs", progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
+    training_loop(train_urls, tmp_path / "out", TrainParams(**TINY), data=DATA, checkpoint_dir=tmp_path / "ckpt",
+                  progress=False)  # released: trains
