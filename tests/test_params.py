@@ -6,6 +6,8 @@ import pytest
 import yaml
 
 from t2i import T2IError
+from pydantic import BaseModel
+
 from t2i.params import DATASETS, Params, load_params
 
 REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
@@ -197,3 +199,28 @@ def test_generic_sources_need_their_location(tmp_path, dataset, key):
     msg = error_of(None, [f"dataset={dataset}"])
     assert key in msg and "required" in msg and not msg.split(": ", 1)[1].startswith(":")
     assert load_params(None, [f"dataset={dataset}", f"{key}=/somewhere"]).dataset == dataset
+
+
+def numeric_keys() -> list[tuple[str, type]]:
+    """Every int or float param, as (dotted key, type)."""
+    from typing import get_args
+
+    out = []
+    for section, field in Params.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for key, f in model.model_fields.items():
+            kinds = {f.annotation, *get_args(f.annotation)} & {int, float}
+            if kinds:
+                out.append((f"{section}.{key}", float if float in kinds else int))
+    return out
+
+
+def test_every_numeric_param_refuses_bools_and_non_finite_values():
+    keys = numeric_keys()
+    assert len(keys) > 30 and ("train.lr", float) in keys and ("synth.num_images", int) in keys
+    for key, kind in keys:
+        assert error_of(None, [f"{key}=true"]).startswith(f"params: {key}: expected a number"), key
+        if kind is float:
+            assert error_of(None, [f"{key}=inf"]).startswith(f"params: {key}: "), key
