@@ -180,3 +180,24 @@ def test_embed_checks_images_as_it_copies_them(tmp_path, build_shards, leftovers
     assert re.fullmatch(rf"error: shard data/shards/{DATASET}/train-000001.tar: sample \S+: corrupt image \(.+\)", line)
     assert not (tmp_path / "data" / "embeddings" / DATASET).exists()
     assert leftovers(tmp_path / "data") == []
+
+
+def test_unsupported_image_size_keeps_good_outputs(tmp_path, build_shards, tree_hashes):
+    shards = tmp_path / "data" / "shards" / DATASET
+    build_shards(shards, n=8, samples_per_shard=4)
+    before = tree_hashes(tmp_path / "data")
+    for stage in ("shard", "embed"):
+        line = error_line(t2i(tmp_path, stage, "-S", "shard.image_size=63", "--data", "data"))
+        assert line == "error: params.yaml: shard.image_size: image_size must be one of 32, 64, 128 (the models' sizes), got 63"
+    assert tree_hashes(tmp_path / "data") == before
+
+
+def test_evaluate_names_a_truncated_test_shard(embedded, damage):
+    from t2i import T2IError
+    from t2i.data.loader import embedded_urls
+    from t2i.evaluate import read_split
+
+    urls = embedded_urls(embedded, "test")
+    damage.truncate_half(urls[0])
+    with pytest.raises(T2IError, match=rf"^corrupt or truncated shard {re.escape(urls[0])}: "):
+        read_split(urls, 4, None)
