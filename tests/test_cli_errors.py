@@ -197,7 +197,12 @@ def test_evaluate_names_a_truncated_test_shard(embedded, damage):
     from t2i.data.loader import embedded_urls
     from t2i.evaluate import read_split
 
-    urls = embedded_urls(embedded, "test")
-    damage.truncate_half(urls[0])
-    with pytest.raises(T2IError, match=rf"^corrupt or truncated shard {re.escape(urls[0])}: "):
-        read_split(urls, 4, None)
+    shard = embedded / "test-000000.tar"
+    good = shard.read_bytes()
+    left = damage.drop_last_sample(shard)  # a valid tar, one sample short (a cut at a block boundary)
+    with pytest.raises(T2IError, match=rf"^corrupt or truncated shard {re.escape(str(shard))}: {left} samples, "
+                                       rf"manifest says {left + 1}$"):
+        read_split(embedded_urls(embedded, "test"), 4, None)
+    shard.write_bytes(good[:good.find(b"\x89PNG") + 100])  # a cut inside a member
+    with pytest.raises(T2IError, match=rf"^corrupt or truncated shard {re.escape(str(shard))}: "):
+        read_split(embedded_urls(embedded, "test"), 4, None)

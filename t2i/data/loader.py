@@ -25,7 +25,7 @@ def embedded_urls(folder: Path, split: str) -> list[str]:
     manifest = read_manifest(folder)
     if "emb_dim" not in manifest:
         raise T2IError(f"{folder} holds no embeddings: run the embed stage first")
-    return [str(p) for p in shard_paths(folder, split, manifest)]
+    return [str(p) for p in shard_paths(folder, split, manifest, verify=True)]
 
 
 def image_tensor(data: bytes, where: str) -> torch.Tensor:

@@ -138,16 +138,27 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def shard_paths(folder: Path, split: str, manifest: dict | None = None) -> list[Path]:
-    """The shard files of ``split`` listed in the manifest; each must exist."""
+def shard_paths(folder: Path, split: str, manifest: dict | None = None, verify: bool = False) -> list[Path]:
+    """The shard files of ``split`` listed in the manifest; each must exist. ``verify``: also
+    read each tar's headers and check its sample count against the manifest (a tar cut at a
+    block boundary reads as a shorter valid tar, so nothing else would notice)."""
     folder = Path(folder)
     manifest = manifest or read_manifest(folder)
     if split not in manifest["splits"]:
         raise T2IError(f"{folder}: no {split!r} split (have: {', '.join(manifest['splits'])})")
-    paths = [folder / x["name"] for x in manifest["splits"][split]["shards"]]
-    for p in paths:
+    listed = manifest["splits"][split]["shards"]
+    paths = [folder / x["name"] for x in listed]
+    for p, x in zip(paths, listed):
         if not p.is_file():
             raise T2IError(f"missing shard {p} (listed in {folder / MANIFEST})")
+        if verify:
+            try:
+                with tarfile.open(p) as tar:
+                    n = len({m.name.split(".", 1)[0] for m in tar})
+            except READ_ERRORS as e:
+                raise shard_error(str(p), e) from None
+            if n != x["count"]:
+                raise T2IError(f"corrupt or truncated shard {p}: {n} samples, manifest says {x['count']}")
     return paths
 
 
