@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup repro test bench clean
+.PHONY: setup repro test bench clean browser
 setup: $(VENV)/.installed
 
 # Torch first, on its own: the CPU build of 2.13.0 here. Installing it before the project means
@@ -20,8 +20,15 @@ $(VENV)/.installed: pyproject.toml
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: setup
+test: setup browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The `t2i serve` page is tested in Debian's headless chromium. Installed when missing and
+# apt-get is allowed (root); elsewhere the browser test is skipped, except under CI=true.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "make: chromium and chromium-driver not installed: the browser test will be skipped"
 
 clean:
 	rm -rf $(VENV) *.egg-info

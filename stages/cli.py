@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stages import bench, download, embed, evaluate, evaluator, generate, shard, train
+from stages import bench, download, embed, evaluate, evaluator, generate, serve, shard, train
 from t2i import T2IError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -19,6 +19,7 @@ app.command("evaluator")(evaluator.main)
 app.command("evaluate")(evaluate.main)
 app.command("generate")(generate.main)
 app.command("bench")(bench.main)
+app.command("serve")(serve.main)
 
 
 def main() -> None:
