@@ -97,6 +97,22 @@ class TrainLog:
             self.live.end()
 
 
+def _resume(path: Path, config: dict, t, g: torch.Generator, rank: int, device: str) -> dict | None:
+    """Load the checkpoint at ``path`` into ``t`` (models, optimisers) and ``g`` (this rank's
+    random stream) if its resume keys match ``config``; say why not if they do not."""
+    saved = load_state(path, device)
+    if saved is None:
+        return None
+    if why := resume_blockers(saved, config):
+        if rank == 0:
+            print(f"train: not resuming {path}, starting over: {'; '.join(why)}", file=sys.stderr)
+        return None
+    t.G.load_state_dict(saved["G"]), t.D.load_state_dict(saved["D"])
+    t.opt_g.load_state_dict(saved["opt_g"]), t.opt_d.load_state_dict(saved["opt_d"])
+    g.set_state(saved.get("rng_ranks", [saved["rng"]] * config["world_size"])[rank])  # rank 0's alone: older files
+    return saved
+
+
 def training_loop(
     train_urls: list[str],
     out_dir: Path,
@@ -147,17 +163,9 @@ def training_loop(
     ckpt_path = Path(checkpoint_dir or out_dir) / CHECKPOINT
     step = epoch = step_in_epoch = 0
     saved_at = None  # the step of this run's last checkpoint (resumed from, or written)
-    saved = load_state(ckpt_path, device)
-    if saved is not None:
-        why = resume_blockers(saved, config)
-        if why and rank == 0:
-            print(f"train: not resuming {ckpt_path}, starting over: {'; '.join(why)}", file=sys.stderr)
-        if not why:
-            G.load_state_dict(saved["G"]), D.load_state_dict(saved["D"])
-            t.opt_g.load_state_dict(saved["opt_g"]), t.opt_d.load_state_dict(saved["opt_d"])
-            g.set_state(saved.get("rng_ranks", [saved["rng"]] * world)[rank])  # rank 0's alone: older files
-            step, epoch, step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
-            saved_at = step
+    if (saved := _resume(ckpt_path, config, t, g, rank, device)) is not None:
+        step, epoch, step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
+        saved_at = step
     resumed = saved_at is not None
     log = TrainLog(live_dir if rank == 0 else None, saved_at)  # only rank 0 writes
 
