@@ -149,7 +149,7 @@ class TrainParams(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # one-sided: real target 1 - value
     ca: bool = False  # conditioning augmentation (StackGAN): text code ~ N(mu(e), sigma(e))
     kl_coef: float = Field(1.0, ge=0)  # weight of CA's KL term to N(0, I) (used when ca)
-    ms_coef: float = Field(0.0, ge=0)  # mode-seeking term (MSGAN): two noises per caption (0 = off)
+    ms_coef: float = Field(1.0, ge=0)  # mode-seeking term (MSGAN): two noises per caption (0 = off)
     captions_per_step: int = Field(1, ge=1)  # mean of this many random captions per image
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
