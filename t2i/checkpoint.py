@@ -38,12 +38,14 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict]:
         raise T2IError(f"missing generator checkpoint {path}: run the train stage first")
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # bad bytes fail in many ways, and torch's text suggests weights_only=False: never
+        raise T2IError(f"cannot read generator checkpoint {path}: not a generator.pt written by t2i train, "
+                       "or a damaged one") from None
+    try:
         config = blob["config"]
         G = Generator(ModelConfig(**config["model"]))
         G.load_state_dict(blob["state_dict"])
-    except pickle.UnpicklingError:  # torch's text here suggests weights_only=False: never do that
-        raise T2IError(f"cannot read generator checkpoint {path}: not a generator.pt written by t2i train") from None
-    except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as e:
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise T2IError(f"cannot read generator checkpoint {path}: {str(e).splitlines()[0].split('. ')[0]}") from None
     return G.to(device).eval(), config
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -106,9 +107,19 @@ def test_many_images_wrap_into_rows(tmp_path):
 
 
 def test_random_bytes_are_not_a_generator_and_no_unsafe_hint(tmp_path):
-    (tmp_path / "g.pt").write_bytes(os.urandom(4096))
-    line = last_line(cli("a red flower", "--checkpoint", "g.pt", cwd=tmp_path))
-    assert line == "error: cannot read generator checkpoint g.pt: not a generator.pt written by t2i train"
+    from t2i.checkpoint import load_generator
+
+    good = tiny_generator(tmp_path / "good.pt", 384).read_bytes()
+    rng = np.random.default_rng(0)
+    bad = [rng.bytes(4096) for _ in range(20)] + [good[: len(good) // 2], b"PK\x03\x04" + rng.bytes(100), b""]
+    for i, data in enumerate(bad):  # random bytes fail inside torch.load in many different ways
+        (tmp_path / f"g{i}.pt").write_bytes(data)
+        with pytest.raises(T2IError) as e:
+            load_generator(tmp_path / f"g{i}.pt")
+        assert str(e.value) == (f"cannot read generator checkpoint {tmp_path / f'g{i}.pt'}: "
+                                "not a generator.pt written by t2i train, or a damaged one")
+    line = last_line(cli("a red flower", "--checkpoint", "g0.pt", cwd=tmp_path))
+    assert line == "error: cannot read generator checkpoint g0.pt: not a generator.pt written by t2i train, or a damaged one"
     assert "weights_only" not in line
 
 
