@@ -18,7 +18,6 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from t2i import T2IError
-from t2i.checkpoint import load_generator
 from t2i.data.loader import to_uint8
 from t2i.data.raw import check_captions
 
@@ -43,14 +42,12 @@ class Demo:
 
     def __init__(self, generator: Path, *, evaluator: Path | None = None, metrics: Path | None = None,
                  device: str = "cpu", name: str | None = None) -> None:
-        from t2i.text import TextEncoder, pick_device
+        from t2i.generate import load_with_text
+        from t2i.text import pick_device
 
         self.device = pick_device(device)
-        self.G, self.config = load_generator(generator, self.device)  # a missing file: one line, before serving
-        self.encoder = TextEncoder(self.config["text_model"], self.device)
-        if self.encoder.dim != self.G.cfg.emb_dim:
-            raise T2IError(f"text model {self.encoder.name!r} gives {self.encoder.dim}-d embeddings but "
-                           f"{generator} was trained on {self.G.cfg.emb_dim}-d ones")
+        # A missing or unreadable file is a one-line error here, before the server starts.
+        self.G, self.config, self.encoder = load_with_text(generator, self.device)
         self.evaluator = None
         if evaluator is not None and Path(evaluator).is_file():
             from t2i.evaluator import load_evaluator
