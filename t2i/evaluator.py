@@ -29,6 +29,9 @@ from t2i.params import IMAGE_SIZES, EvaluatorParams
 
 CLASS_HEAD = "class"  # the single head of a dataset without attributes
 PATH_TOLERANCE = 0.02  # keep the local head if its train accuracy is at most this much lower
+GLIMPSES = 3  # attention maps per local head, each with its own scores; the best one is kept
+ENTROPY_COEF = 0.05  # weight of the attention maps' entropy in the loss: look at one part
+PATHS = ("global", *(f"local{g}" for g in range(GLIMPSES)))  # the heads an attribute can be read from
 
 
 def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
@@ -39,15 +42,23 @@ class Evaluator(nn.Module):
     """Image -> pooled features, per-attribute logits and an L2-normalised text-space projection.
 
     Every attribute has two heads. The *global* head reads the pooled deep features. The *local*
-    head is attention pooling over a 16x16 grid: an attention map from features that see 18 px
-    of a 64 px image picks where to look, and the class scores at each cell come from shallow
-    features that see 10 px.
+    head answers "what colour is the part there": attention pooling, over a grid of 4 px
+    windows, of colour codes that see nothing else. Where to look comes from a separate
+    *where* trunk (18 px context) that is trained on recoloured images (``recolour``), so
+    it finds a part by shape and brightness, whatever the colours around it.
     On class-disjoint splits the global head can learn combinations instead of parts ("yellow
     and orange in the picture" -> orange centre), which fails on unseen combinations; the local
-    head cannot, but it cannot count petals either. After training, ``paths`` keeps the local
-    head for every attribute it fits about as well as the global head (see ``choose_paths``).
+    head cannot, but it cannot count petals either.
 
-    Shapes below are for the default 64x64, feat_dim=256 config; the grid is 16x16 for all sizes.
+    Attention learnt this way either finds the part or settles on a wrong one, depending on the
+    initial weights (one seed in three, measured). So each local head has ``GLIMPSES``
+    attention maps, each with its own scores, trained side by side with an entropy penalty
+    that makes each map pick one part. After training, ``paths`` names, per attribute, the
+    glimpse that fits the training images best ("local0", ...) if it fits them about as well
+    as the global head, else "global" (see ``choose_paths``).
+
+    Shapes below are for the default 64x64, feat_dim=256 config; the where grid is 16x16 for
+    all sizes.
     """
 
     def __init__(self, attributes: dict[str, list[str]], emb_dim: int, image_size: int = 64,
@@ -58,8 +69,8 @@ class Evaluator(nn.Module):
         self.attributes = {k: list(v) for k, v in attributes.items()}
         self.emb_dim, self.image_size, self.feat_dim = emb_dim, image_size, feat_dim
         self.paths = dict(paths) if paths is not None else {k: "global" for k in self.attributes}
-        if self.paths.keys() != self.attributes.keys() or not set(self.paths.values()) <= {"local", "global"}:
-            raise T2IError(f"evaluator paths {self.paths} must map each attribute to 'local' or 'global'")
+        if self.paths.keys() != self.attributes.keys() or not set(self.paths.values()) <= set(PATHS):
+            raise T2IError(f"evaluator paths {self.paths} must map each attribute to one of {PATHS}")
 
         # Stride-2 convs down to the 16x16 grid: (B, 3, 64, 64) -> (B, 32, 32, 32) -> (B, 64, 16, 16)
         n_stem = int(math.log2(image_size)) - 4
@@ -73,8 +84,15 @@ class Evaluator(nn.Module):
 
         K = {k: len(v) for k, v in self.attributes.items()}
         self.global_heads = nn.ModuleDict({k: nn.Linear(2 * feat_dim, n) for k, n in K.items()})
-        self.local_scores = nn.ModuleDict({k: nn.Conv2d(64, n, 1) for k, n in K.items()})
-        self.attend = nn.ModuleDict({k: nn.Conv2d(128, 1, 1) for k in K})
+        # Local heads. Colour codes of 4 px windows: (B, 3, 64, 64) -> (B, 32, 32, 32)
+        self.colour = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1), nn.ReLU(inplace=True), nn.AvgPool2d(2))
+        where: list[nn.Module] = []  # (B, 3, 64, 64) -> (B, 16, 32, 32) -> (B, 32, 16, 16) -> (B, 64, 16, 16)
+        for i in range(n_stem):
+            where += conv_bn(3 if i == 0 else 16, 32 if i == n_stem - 1 else 16, k=4, stride=2)
+        self.where = nn.Sequential(*where, *conv_bn(32, 64))
+        self.attend = nn.ModuleDict({k: nn.Conv2d(64, GLIMPSES, 1) for k in K})  # one map per glimpse
+        self.local_scores = nn.ModuleDict(  # one linear map per glimpse: (B, G * 32, 1) -> (B, G * K, 1)
+            {k: nn.Conv1d(GLIMPSES * 32, GLIMPSES * n, 1, groups=GLIMPSES) for k, n in K.items()})
         self.proj = nn.Linear(2 * feat_dim, emb_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
 
@@ -93,26 +111,32 @@ class Evaluator(nn.Module):
         self._check(x)
         return self.deep(self.mid(self.stem(x))).mean(dim=(2, 3))  # (B, feat_dim, 4, 4) -> (B, feat_dim)
 
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
-        """Average and max pooled deep features (B, 2 * feat_dim) and both heads' logits,
-        ({attr: (B, K)} local, {attr: (B, K)} global)."""
+    def heads(self, x: torch.Tensor, x_where: torch.Tensor | None = None) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
+        """Average and max pooled deep features (B, 2 * feat_dim), both heads' logits
+        ({attr: (B, GLIMPSES, K)} local, {attr: (B, K)} global) and the mean entropy of the
+        attention maps. ``x_where``: the images the where trunk sees instead of ``x``
+        (recoloured ones in training)."""
         self._check(x)
-        shallow = self.stem(x)  # (B, 64, 16, 16)
-        mid = self.mid(shallow)  # (B, 128, 16, 16)
-        deep = self.deep(mid)  # (B, feat_dim, 4, 4)
+        B = x.shape[0]
+        deep = self.deep(self.mid(self.stem(x)))  # (B, feat_dim, 4, 4)
         pooled = torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)  # (B, 2 * feat_dim)
-        local, glob = {}, {}
+        colour = self.colour(x)  # (B, 32, 32, 32)
+        where = self.where(x if x_where is None else x_where)  # (B, 64, 16, 16)
+        local, glob, entropy = {}, {}, []
         for k in self.attributes:
-            weights = self.attend[k](mid).flatten(1).softmax(dim=1)  # (B, 256)
-            scores = self.local_scores[k](shallow).flatten(2)  # (B, K, 256)
-            local[k] = (scores * weights[:, None]).sum(-1)  # (B, K)
+            attend = F.interpolate(self.attend[k](where), size=colour.shape[-2:], mode="bilinear")  # (B, G, 32, 32)
+            log_w = attend.flatten(2).log_softmax(dim=-1)  # (B, G, 1024)
+            entropy.append(-(log_w.exp() * log_w).sum(-1).mean())
+            seen = torch.bmm(log_w.exp(), colour.flatten(2).transpose(1, 2))  # (B, G, 32): attended colour codes
+            local[k] = self.local_scores[k](seen.reshape(B, -1, 1)).view(B, GLIMPSES, -1)  # (B, G, K)
             glob[k] = self.global_heads[k](pooled)  # (B, K)
-        return pooled, local, glob
+        return pooled, local, glob, torch.stack(entropy).mean()
 
     def forward(self, x: torch.Tensor) -> dict:
-        pooled, local, glob = self.heads(x)
+        pooled, local, glob, _ = self.heads(x)
         return {
-            "logits": {k: local[k] if self.paths[k] == "local" else glob[k] for k in self.attributes},
+            "logits": {k: glob[k] if self.paths[k] == "global" else local[k][:, PATHS.index(self.paths[k]) - 1]
+                       for k in self.attributes},
             "proj": F.normalize(self.proj(pooled), dim=-1),  # (B, emb_dim)
             "features": pooled[:, :self.feat_dim],  # (B, feat_dim), the average pooled half
         }
@@ -155,17 +179,34 @@ def attribute_labels(metas: list[dict], attributes: dict[str, list[str]]) -> dic
 # --------------------------------------------------------------------------- training
 
 
-def shift_flip(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
-    """Random translation by up to ``max_shift`` pixels (edges replicated) and horizontal flip.
+def shift_turn_flip(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Random translation by up to ``max_shift`` pixels (edges replicated), quarter turn and
+    horizontal flip.
 
-    Neither changes a colour, a count or a shape, so the labels stay true.
+    None changes a colour, a count or a shape, so the labels stay true.
     """
     B, _, S, _ = x.shape
     padded = F.pad(x, (max_shift,) * 4, mode="replicate")  # (B, 3, S + 2m, S + 2m)
     dx, dy = torch.randint(0, 2 * max_shift + 1, (2, B), generator=gen).tolist()
+    turns = torch.randint(0, 4, (B,), generator=gen).tolist()
     flip = torch.rand(B, generator=gen) < 0.5
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + S, dx[i]:dx[i] + S] for i in range(B)])
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + S, dx[i]:dx[i] + S].rot90(turns[i], (1, 2)) for i in range(B)])
     return torch.where(flip[:, None, None, None], out.flip(-1), out)  # (B, 3, S, S)
+
+
+def recolour(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each image's colours turned by a random angle about the grey axis, and mirrored (two
+    channels swapped) with p = 0.5: hues change, grey levels and shapes stay. Fed only to the
+    where trunk, so it learns to find a part whatever the colours, while the labels are read
+    from the true colours."""
+    B = x.shape[0]
+    angle = torch.rand(B, generator=gen)[:, None, None] * 2 * math.pi  # (B, 1, 1)
+    u = torch.full((3,), 3 ** -0.5)  # the grey axis
+    cross = torch.tensor([[0.0, -u[2], u[1]], [u[2], 0.0, -u[0]], [-u[1], u[0], 0.0]])
+    turn = angle.cos() * torch.eye(3) + angle.sin() * cross + (1 - angle.cos()) * torch.outer(u, u)  # (B, 3, 3)
+    mirror = torch.rand(B, generator=gen) < 0.5
+    turn = torch.where(mirror[:, None, None], turn[:, [1, 0, 2]], turn)
+    return torch.einsum("bij,bjhw->bihw", turn, x).clamp(-1, 1)  # (B, 3, S, S)
 
 
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -190,25 +231,29 @@ def _scan(urls: list[str]) -> tuple[list[dict], int, int]:
 @torch.no_grad()
 def choose_paths(model: Evaluator, urls: list[str], batch_size: int, device: str,
                  tolerance: float = PATH_TOLERANCE) -> dict[str, dict[str, float]]:
-    """Set ``model.paths``: local for each attribute whose local head fits the training images
-    within ``tolerance`` of the global head's accuracy, else global. Returns both accuracies.
+    """Set ``model.paths``: for each attribute, the local glimpse that fits the training images
+    best if it is within ``tolerance`` of the global head's accuracy, else global. Returns
+    every head's accuracy, {attr: {path: accuracy}}.
 
     The training images are all the evidence there is (test combinations must stay unseen), and
     there the shortcut of the global head is exactly right; so prefer the head that cannot take it
     whenever it explains the data about as well.
     """
     model.eval()
-    hits = {k: {"local": 0, "global": 0, "n": 0} for k in model.attributes}
+    hits = {k: torch.zeros(len(PATHS)) for k in model.attributes}
+    n = dict.fromkeys(model.attributes, 0)
     for b in batches(urls, batch_size, drop_last=False):
-        _, local, glob = model.heads(to_float(b["image"]).to(device))
+        _, local, glob, _ = model.heads(to_float(b["image"]).to(device))
         for k, y in attribute_labels(b["meta"], model.attributes).items():
             y = y.to(device)
             known = y >= 0
-            hits[k]["local"] += (local[k].argmax(1) == y)[known].sum().item()
-            hits[k]["global"] += (glob[k].argmax(1) == y)[known].sum().item()
-            hits[k]["n"] += known.sum().item()
-    acc = {k: {p: h[p] / max(h["n"], 1) for p in ("local", "global")} for k, h in hits.items()}
-    model.paths = {k: "local" if a["local"] >= a["global"] - tolerance else "global" for k, a in acc.items()}
+            logits = torch.cat([glob[k][:, None], local[k]], dim=1)[known]  # (N, len(PATHS), K), PATHS order
+            hits[k] += (logits.argmax(-1) == y[known, None]).sum(0).cpu()
+            n[k] += known.sum().item()
+    acc = {k: dict(zip(PATHS, (h / max(n[k], 1)).tolist())) for k, h in hits.items()}
+    for k, a in acc.items():
+        best = max(PATHS[1:], key=a.get)  # the first of equals
+        model.paths[k] = best if a[best] >= a["global"] - tolerance else "global"
     return acc
 
 
@@ -248,19 +293,22 @@ def train_evaluator(train_urls: list[str], out_path: str | os.PathLike,
                 if step == steps_per_epoch:
                     break  # the schedule's budget (the stream yields no more full batches anyway)
                 x = to_float(b["image"])  # (B, 3, S, S)
+                x_where = None
                 if augment:
-                    x = shift_flip(x, gen, shift)
+                    x = shift_turn_flip(x, gen, shift)
+                    x_where = recolour(x, gen)  # where to look, learnt from shapes, not colours
                 B, C, _ = b["emb"].shape
                 pick = torch.randint(0, C, (B,), generator=gen)  # one caption per image
                 txt = F.normalize(b["emb"][torch.arange(B), pick], dim=-1)  # (B, D)
                 labels = attribute_labels(b["meta"], attributes)
 
-                pooled, local, glob = model.heads(x.to(device))
+                pooled, local, glob, entropy = model.heads(x.to(device), None if x_where is None else x_where.to(device))
                 clip = clip_loss(F.normalize(model.proj(pooled), dim=-1), txt.to(device), model.logit_scale)
-                loss = clip
-                for k in attributes:  # both heads learn every attribute on their own
+                loss = clip + ENTROPY_COEF * len(attributes) * entropy
+                for k in attributes:  # every head and glimpse learns every attribute on its own
                     y = labels[k].to(device)
-                    loss = loss + F.cross_entropy(local[k], y, ignore_index=-1)
+                    loss = loss + F.cross_entropy(local[k].transpose(1, 2), y[:, None].expand(-1, GLIMPSES),
+                                                  ignore_index=-1)  # the mean over glimpses
                     loss = loss + F.cross_entropy(glob[k], y, ignore_index=-1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -275,8 +323,8 @@ def train_evaluator(train_urls: list[str], out_path: str | os.PathLike,
         train_acc = choose_paths(model, train_urls, 256, device)
         if progress:
             for k, a in train_acc.items():
-                print(f"evaluator {k}: train acc local={a['local']:.3f} global={a['global']:.3f} "
-                      f"-> {model.paths[k]}", file=sys.stderr)
+                print(f"evaluator {k}: train acc " + " ".join(f"{p}={v:.3f}" for p, v in a.items())
+                      + f" -> {model.paths[k]}", file=sys.stderr)
         save_torch({"config": model.config, "state_dict": model.state_dict()}, out_path)
         return {
             "out": str(out_path),

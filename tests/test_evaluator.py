@@ -1,5 +1,6 @@
 """The evaluator network: shapes, training on tiny shards, determinism, save/load."""
 
+import math
 
 import pytest
 import torch
@@ -9,10 +10,14 @@ from t2i.params import EvaluatorParams, load_params
 from t2i.data.loader import batches, embedded_urls
 from t2i.data.loader import to_float
 from t2i.evaluator import (
+    GLIMPSES,
+    PATHS,
     Evaluator,
     attribute_labels,
     discover_attributes,
     load_evaluator,
+    recolour,
+    shift_turn_flip,
     train_evaluator,
 )
 
@@ -51,6 +56,60 @@ def test_wrong_image_size_is_an_error() -> None:
         Evaluator({"colour": ["a", "b"]}, emb_dim=DIM, image_size=48)
 
 
+def test_recolour_changes_hue_keeps_grey_level() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 8, 8) - 0.5  # colours inside [-1, 1] after any turn: nothing clamped
+    y = recolour(x, gen)
+    assert torch.allclose(y.mean(dim=1), x.mean(dim=1), atol=1e-5)  # the grey axis is kept
+    assert torch.allclose(y.norm(dim=1), x.norm(dim=1), atol=1e-5)  # a rotation or mirror
+    moved = (y - x).abs().amax(dim=(1, 2, 3))
+    assert (moved > 0.1).float().mean() > 0.8  # almost every image gets other hues
+    grey = torch.full((2, 3, 4, 4), 0.3)
+    assert torch.allclose(recolour(grey, gen), grey, atol=1e-6)  # greys have no hue to turn
+    assert torch.equal(recolour(x, torch.Generator().manual_seed(1)), recolour(x, torch.Generator().manual_seed(1)))
+
+
+def test_shift_turn_flip_only_moves_pixels() -> None:
+    x = torch.rand(32, 3, 8, 8)
+    y = shift_turn_flip(x, torch.Generator().manual_seed(0), max_shift=0)
+    assert torch.equal(y.flatten(1).sort(dim=1).values, x.flatten(1).sort(dim=1).values)  # same pixels
+    assert sum(not torch.equal(a, b) for a, b in zip(x, y)) > 16  # most turned or flipped
+
+
+def test_where_trunk_alone_sees_the_recoloured_images() -> None:
+    torch.manual_seed(0)
+    ev = Evaluator({"colour": ["a", "b", "c"]}, emb_dim=DIM, image_size=32).eval()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        pooled, local, glob, _ = ev.heads(x)
+        pooled2, local2, glob2, _ = ev.heads(x, recolour(x, torch.Generator().manual_seed(0)))
+    assert torch.equal(pooled, pooled2) and torch.equal(glob["colour"], glob2["colour"])
+    assert not torch.allclose(local["colour"], local2["colour"])  # where to look moved
+
+
+def test_attention_entropy_and_glimpse_paths() -> None:
+    torch.manual_seed(0)
+    ev = Evaluator({"colour": ["a", "b", "c"]}, emb_dim=DIM, image_size=32).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    cells = (32 // 2) ** 2  # the colour grid is half the image size
+    with torch.no_grad():
+        attend = ev.attend["colour"]
+        attend.weight.zero_(), attend.bias.zero_()
+        _, _, _, uniform = ev.heads(x)
+        assert uniform.item() == pytest.approx(math.log(cells), rel=1e-5)  # flat maps: maximal entropy
+        attend.weight.normal_(std=5.0)
+        pooled, local, glob, peaked = ev.heads(x)
+        assert peaked < uniform - 0.5
+        assert local["colour"].shape == (2, GLIMPSES, 3)
+        for g in range(GLIMPSES):  # forward reads the glimpse that paths names
+            ev.paths = {"colour": f"local{g}"}
+            assert torch.equal(ev(x)["logits"]["colour"], local["colour"][:, g])
+        ev.paths = {"colour": "global"}
+        assert torch.equal(ev(x)["logits"]["colour"], glob["colour"])
+    with pytest.raises(T2IError, match="local9"):
+        Evaluator({"colour": ["a", "b"]}, emb_dim=DIM, image_size=32, paths={"colour": "local9"})
+
+
 def test_vocabulary_from_meta() -> None:
     metas = [{"attributes": {"petal_count": c, "colour": col}} for c, col in [(10, "red"), (3, "blue"), (4, "red")]]
     vocab = discover_attributes(metas)
@@ -82,7 +141,9 @@ def test_training_beats_chance_on_train_attributes(trained, tiny) -> None:
     assert acc["petal_colour"] > chance["petal_colour"] + 0.5, (acc, chance)
     assert acc["centre_colour"] > chance["centre_colour"] + 0.2, (acc, chance)
     assert sum(acc.values()) > sum(chance.values()) + 1.0, (acc, chance)
-    assert set(summary["paths"].values()) <= {"local", "global"}
+    for k, a in summary["train_acc"].items():  # the best fitting glimpse, or the global head
+        assert list(a) == list(PATHS)
+        assert summary["paths"][k] in ("global", max(PATHS[1:], key=a.get)), (k, a, summary["paths"])
 
 
 def test_training_is_deterministic(trained, tiny, tmp_path) -> None:
