@@ -114,23 +114,23 @@ class Evaluator(nn.Module):
     def heads(self, x: torch.Tensor, x_where: torch.Tensor | None = None) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
         """Average and max pooled deep features (B, 2 * feat_dim), both heads' logits
         ({attr: (B, GLIMPSES, K)} local, {attr: (B, K)} global) and the mean entropy of the
-        attention maps. ``x_where``: the images the where trunk sees instead of ``x``
-        (recoloured ones in training)."""
+        attention maps (0 without attributes). ``x_where``: the images the where trunk sees
+        instead of ``x`` (recoloured ones in training)."""
         self._check(x)
         B = x.shape[0]
         deep = self.deep(self.mid(self.stem(x)))  # (B, feat_dim, 4, 4)
         pooled = torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)  # (B, 2 * feat_dim)
         colour = self.colour(x)  # (B, 32, 32, 32)
         where = self.where(x if x_where is None else x_where)  # (B, 64, 16, 16)
-        local, glob, entropy = {}, {}, []
+        local, glob, entropies = {}, {}, []
         for k in self.attributes:
             attend = F.interpolate(self.attend[k](where), size=colour.shape[-2:], mode="bilinear")  # (B, G, 32, 32)
             log_w = attend.flatten(2).log_softmax(dim=-1)  # (B, G, 1024)
-            entropy.append(-(log_w.exp() * log_w).sum(-1).mean())
+            entropies.append(-(log_w.exp() * log_w).sum(-1).mean())
             seen = torch.bmm(log_w.exp(), colour.flatten(2).transpose(1, 2))  # (B, G, 32): attended colour codes
             local[k] = self.local_scores[k](seen.reshape(B, -1, 1)).view(B, GLIMPSES, -1)  # (B, G, K)
             glob[k] = self.global_heads[k](pooled)  # (B, K)
-        return pooled, local, glob, torch.stack(entropy).mean()
+        return pooled, local, glob, torch.stack(entropies).mean() if entropies else x.new_zeros(())
 
     def forward(self, x: torch.Tensor) -> dict:
         pooled, local, glob, _ = self.heads(x)
