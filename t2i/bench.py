@@ -7,6 +7,8 @@ machine whose absolute numbers do not:
   compile) against the same step in fp32 eager, at the params' width and at Reed et al.'s
   (ngf = ndf = 64); the step's FLOPs per image (``torch.utils.flop_counter``) and the share of
   this machine's measured matmul peak (in the params' precision) the step achieves;
+- ``family``: both model families' fp32 eager steps at their params.yaml widths (GAN-CLS:
+  ``train.ngf/ndf``, DF-GAN: ``train.df_gan.ngf/ndf``), images/s and FLOPs per image;
 - ``load``: batches/s the training loader delivers alone, against what the trainer consumes;
 - ``shard``: images/s decoding, cropping, resizing and writing full-size (500x375) JPEGs;
 - ``embed``: captions/s of the embed stage's path (each distinct caption encoded once, sorted)
@@ -31,7 +33,7 @@ import torch
 from PIL import Image
 
 from t2i.gan import gan_step, model_config, step_inputs, trainables
-from t2i.params import TrainParams
+from t2i.params import ARCHS, TrainParams
 
 
 def _rate(fn, units: int, seconds: float = 3.0, warmup: int = 3, device: str = "cpu") -> float:
@@ -67,18 +69,40 @@ def matmul_peak(dtype: torch.dtype = torch.float32, device: str = "cpu") -> floa
     return _rate(lambda: torch.mm(a, b), units=2 * n ** 3, seconds=1.0, device=device)
 
 
-def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, device: str = "cpu",
-               seconds: float = 3.0) -> dict:
-    """Images/s and FLOPs per image of ``gan_step`` for ``cfg`` on random inputs."""
-    model_cfg = model_config(cfg, emb_dim, image_size)
-    x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), cfg, torch.Generator().manual_seed(0), device)
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's per-module tracker, whose backward hooks break
+    ``torch.autograd.grad`` (DF-GAN's MA-GP); only the total is wanted here."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+def flops_of(fn) -> int:
+    """FLOPs of the matrix products and convolutions ``fn()`` runs (forward, backward and double backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as flops:  # counted on eager modules
-        gan_step(trainables(cfg.model_copy(update={"compile": False}), model_cfg, device), x, cfg)
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, device: str = "cpu",
+               seconds: float = 3.0) -> dict:
+    """Images/s and FLOPs per image of ``gan_step`` for ``cfg`` (either family) on random inputs."""
+    model_cfg = model_config(cfg, emb_dim, image_size)
+    x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), cfg, torch.Generator().manual_seed(0), device)
+    eager = trainables(cfg.model_copy(update={"compile": False}), model_cfg, device)  # counted on eager modules
+    flops = flops_of(lambda: gan_step(eager, x, cfg))
     t = trainables(cfg, model_cfg, device)
     img_s = _rate(lambda: gan_step(t, x, cfg), cfg.batch_size, seconds, device=device)
-    return {"img_s": img_s, "flops_per_img": flops.get_total_flops() / cfg.batch_size}
+    return {"img_s": img_s, "flops_per_img": flops / cfg.batch_size}
 
 
 def loader_rate(urls: list[str], batch_size: int, workers: int = 0, batches: int = 20) -> float:
@@ -158,15 +182,22 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
     results: dict = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__}
     eager = {"precision": "fp32", "channels_last": False, "compile": False}
     rows: dict[str, dict] = {}
+    reed = {"ngf": 64, "ndf": 64} if cfg.arch == "gan-cls" else {"df_gan": cfg.df_gan.model_copy(update={"ngf": 64, "ndf": 64})}
     for _ in range(2):  # two interleaved rounds, the best of each kept: load and warm-up hit both sides
-        for name, width in (("here", {}), ("reed", {"ngf": 64, "ndf": 64})):
+        for name, width in (("here", {}), ("reed", reed)):
             for key, update in ((name, width), (name + "_eager", {**width, **eager})):
                 r = train_step(cfg.model_copy(update=update), image_size, emb_dim, device, seconds)
                 if r["img_s"] > rows.get(key, {"img_s": 0})["img_s"]:
                     rows[key] = r
+        for arch in ARCHS:
+            r = train_step(cfg.model_copy(update={"arch": arch, **eager}), image_size, emb_dim, device, seconds)
+            if r["img_s"] > rows.get(arch, {"img_s": 0})["img_s"]:
+                rows[arch] = r
     peak = matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32, device=device)
     here = rows["here"]
-    results["train"] = {"ngf": cfg.ngf, "ndf": cfg.ndf, "batch_size": cfg.batch_size, "precision": cfg.precision,
+    widths = {"gan-cls": (cfg.ngf, cfg.ndf), "df-gan": (cfg.df_gan.ngf, cfg.df_gan.ndf)}
+    results["family"] = {arch: {"ngf": widths[arch][0], "ndf": widths[arch][1], **rows[arch]} for arch in ARCHS}
+    results["train"] = {"arch": cfg.arch, "ngf": widths[cfg.arch][0], "ndf": widths[cfg.arch][1], "batch_size": cfg.batch_size, "precision": cfg.precision,
                         "channels_last": cfg.channels_last, "compile": cfg.compile, **here,
                         "fp32_eager_img_s": rows["here_eager"]["img_s"],
                         "speedup": here["img_s"] / rows["here_eager"]["img_s"],
@@ -191,11 +222,17 @@ def table(r: dict) -> str:
     """The results as the rows the README quotes."""
     t = r["train"]
     mode = t["precision"] + (" channels_last" if t["channels_last"] else "") + (" compiled" if t["compile"] else "")
-    rows = [("train", f"{t['img_s']:.0f} img/s ({mode}) vs {t['fp32_eager_img_s']:.0f} fp32 eager: {t['speedup']:.2f}x "
-                      f"at ngf={t['ngf']} ndf={t['ndf']} batch {t['batch_size']}; at Reed's width (64/64) "
+    rows = [("train", f"{t['arch']}: {t['img_s']:.0f} img/s ({mode}) vs {t['fp32_eager_img_s']:.0f} fp32 eager: {t['speedup']:.2f}x "
+                      f"at ngf={t['ngf']} ndf={t['ndf']} batch {t['batch_size']}; at width 64/64 "
                       f"{t['reed_width_img_s']:.0f} vs {t['reed_width_fp32_eager_img_s']:.0f}: {t['reed_width_speedup']:.2f}x; "
                       f"{t['flops_per_img'] / 1e9:.2f} GFLOP/img, {100 * t['peak_share']:.0f}% of the measured "
                       f"{t['precision']} matmul peak ({t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")]
+    f = r["family"]
+    g, d = f["gan-cls"], f["df-gan"]
+    rows.append(("family", f"fp32 eager, batch {t['batch_size']}: gan-cls (ngf={g['ngf']} ndf={g['ndf']}) {g['img_s']:.0f} img/s, "
+                           f"{g['flops_per_img'] / 1e9:.2f} GFLOP/img; df-gan (ngf={d['ngf']} ndf={d['ndf']}) {d['img_s']:.0f} img/s, "
+                           f"{d['flops_per_img'] / 1e9:.2f} GFLOP/img: {d['img_s'] / g['img_s']:.2f}x the img/s, "
+                           f"{d['flops_per_img'] / g['flops_per_img']:.2f}x the FLOPs"))
     if "load" in r:
         ld = r["load"]
         rows.append(("load", f"{ld['batches_s']:.1f} batches/s delivered vs {ld['trainer_batches_s']:.1f} consumed: "

@@ -2,7 +2,9 @@
 the training loop, and what a resume must match.
 
 ``generator.pt`` holds the final generator's weights and the training config; ``checkpoint.pt``
-holds G, D, both optimisers, the step counters, the RNG state and the same config.
+holds G, D, both optimisers, the step counters, the RNG state and the same config. The config
+names the model family (``arch``; none in a GAN-CLS file, which predates families), so every
+reader builds the right network without being told.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from t2i import T2IError
 from t2i.io import save_torch
-from t2i.models import Generator, ModelConfig
+from t2i.models import build, config_class
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR = "generator.pt"
@@ -24,15 +26,15 @@ GENERATOR = "generator.pt"
 RESUME_KEYS = ("num_samples", "emb_dim", "image_size", "text_model", "batch_size", "lr", "beta1", "beta2",
                "z_dim", "proj_dim", "ngf", "ndf", "cls", "int_coef", "int_beta", "l1_coef", "fm_coef",
                "label_smoothing", "ca", "kl_coef", "ms_coef", "captions_per_step", "shuffle_buffer", "seed",
-               "world_size")
+               "world_size", "arch", "df_gan")
 
 
-def save_generator(path: Path, G: Generator, config: dict) -> None:
+def save_generator(path: Path, G: torch.nn.Module, config: dict) -> None:
     save_torch({"config": config, "state_dict": G.state_dict()}, path)
 
 
-def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict]:
-    """The final generator (eval mode) and the training config stored with it."""
+def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The final generator of either family (eval mode) and the training config stored with it."""
     path = Path(path)
     if not path.is_file():
         raise T2IError(f"missing generator checkpoint {path}: run the train stage first")
@@ -43,7 +45,8 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict]:
                        "or a damaged one") from None
     try:
         config = blob["config"]
-        G = Generator(ModelConfig(**config["model"]))
+        arch = config.get("arch", "gan-cls")
+        G = build(arch, config_class(arch)(**config["model"]))[0]
         G.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise T2IError(f"cannot read generator checkpoint {path}: {str(e).splitlines()[0].split('. ')[0]}") from None

@@ -1,12 +1,15 @@
-"""One GAN-CLS update (Reed et al. 2016), shared by the training loop, benchmarks and tests.
+"""One GAN update for either model family (``train.arch``), shared by the training loop,
+benchmarks and tests: GAN-CLS (Reed et al. 2016) and DF-GAN (Tao et al. 2022).
 
 ``step_inputs`` makes every random choice of a step, in a fixed order, from one ``torch.Generator``.
-``discriminator_loss_of`` and ``generator_loss_of`` are forward passes only. ``gan_step`` does
-(1) update D, (2) update G and returns detached tensors: no ``.item()``, no I/O, no rank logic
-and no random numbers inside. ``guard`` checks a loss before its optimiser steps.
+The ``*_loss_of`` functions are forward passes only. ``gan_step`` does (1) update D, (2) update G
+for both families and returns detached tensors: no ``.item()``, no I/O, no rank logic and no
+random numbers inside. ``guard`` checks a loss before its optimiser steps.
 Each model's forward passes of a step are one module call (``GeneratorPasses``,
-``DiscriminatorPasses``), so that under torchrun DistributedDataParallel averages the gradients,
-bucketed and overlapped with the backward, exactly as for any one-forward model.
+``DiscriminatorPasses`` and their DF-GAN siblings), so that under torchrun DistributedDataParallel
+averages the gradients, bucketed and overlapped with the backward, exactly as for any
+one-forward model. DF-GAN's MA-GP (a gradient of D's output, itself differentiated) is taken
+inside its D passes, so the one backward of D's loss carries it too.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import torch
 from torch import nn
 
 from t2i.data.loader import to_float
-from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings, mode_seeking_loss
-from t2i.models import Discriminator, Generator, ModelConfig, build_models
+from t2i.losses import (discriminator_loss, generator_loss, hinge_discriminator_loss, hinge_generator_loss,
+                        interpolate_embeddings, ma_gp, mode_seeking_loss)
+from t2i.models import Generator, ModelConfig, build
+from t2i.models_df import DFConfig
 from t2i.params import TrainParams
 
 Guard = Callable[[str, torch.Tensor], None]  # raises before a non-finite loss updates a model
@@ -101,38 +106,90 @@ class DiscriminatorOnFakes(nn.Module):
         return d_fake, feat_fake, self.D(fake_int, e_int) if fake_int is not None else None
 
 
+class DFGeneratorPasses(nn.Module):
+    """DF-GAN's G pass of one step: the fakes for the batch's captions."""
+
+    def __init__(self, G: nn.Module) -> None:
+        super().__init__()
+        self.G = G
+
+    def forward(self, x: StepInputs) -> dict:
+        return {"fake": self.G(x.z, x.emb)}  # (B, 3, S, S)
+
+
+class DFDiscriminatorPasses(nn.Module):
+    """DF-GAN's D passes in one call: real image + right text, real image + wrong text (the real
+    features reused, as in DF-GAN), fake + right text, and MA-GP on the real pairs."""
+
+    def __init__(self, D: nn.Module, cls: bool, magp_coef: float, magp_power: float) -> None:
+        super().__init__()
+        self.D, self.cls, self.magp_coef, self.magp_power = D, cls, magp_coef, magp_power
+
+    def forward(self, x: StepInputs, fake: torch.Tensor):
+        real, emb = x.real.detach().requires_grad_(True), x.emb.detach().requires_grad_(True)
+        feat = self.D.features(real)  # (B, 8 ndf, 4, 4)
+        d_real = self.D.head(feat, emb)  # (B,)
+        d_wrong = self.D.head(feat, x.wrong) if self.cls else None
+        gp = ma_gp(d_real.float(), real, emb, self.magp_power) if self.magp_coef > 0 else None
+        return d_real, d_wrong, self.D(fake, x.emb), gp
+
+
+class DFDiscriminatorOnFakes(nn.Module):
+    """D's pass in DF-GAN's G loss: the fakes with their captions."""
+
+    def __init__(self, D: nn.Module) -> None:
+        super().__init__()
+        self.D = D
+
+    def forward(self, x: StepInputs, fake: torch.Tensor) -> torch.Tensor:
+        return self.D(fake, x.emb)  # (B,)
+
+
 @dataclass
 class Trainables:
     """What a training step updates and calls. ``G`` and ``D`` are the modules to save; the step
     calls the three pass modules, which share G's and D's parameters (the first two wrapped in
     DDP under torchrun; all three compiled with ``train.compile``, each one stable graph)."""
 
-    G: Generator
-    D: Discriminator
+    G: nn.Module  # Generator or DFGenerator
+    D: nn.Module  # Discriminator or DFDiscriminator
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
-    g_passes: nn.Module  # GeneratorPasses
-    d_passes: nn.Module  # DiscriminatorPasses
-    d_fakes: nn.Module  # DiscriminatorOnFakes (outside DDP: D is not updated in G's step)
+    g_passes: nn.Module  # GeneratorPasses | DFGeneratorPasses
+    d_passes: nn.Module  # DiscriminatorPasses | DFDiscriminatorPasses
+    d_fakes: nn.Module  # DiscriminatorOnFakes | DFDiscriminatorOnFakes (outside DDP: D is not updated in G's step)
 
 
-def model_config(cfg: TrainParams, emb_dim: int, image_size: int) -> ModelConfig:
+def model_config(cfg: TrainParams, emb_dim: int, image_size: int) -> ModelConfig | DFConfig:
     """The models' shapes for training params ``cfg`` on data of ``emb_dim`` and ``image_size``."""
+    if cfg.arch == "df-gan":
+        df = cfg.df_gan
+        return DFConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, ngf=df.ngf, ndf=df.ndf, image_size=image_size,
+                        fusion_hidden=df.fusion_hidden)
     return ModelConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=cfg.ngf, ndf=cfg.ndf,
                        image_size=image_size, ca=cfg.ca)
 
 
-def trainables(cfg: TrainParams, model_cfg: ModelConfig, device: str = "cpu", world: int = 1) -> Trainables:
-    """Fresh G and D (seeded by ``cfg.seed``), their Adam optimisers (fused on CUDA), and the
-    passes the step calls; with ``world`` > 1, wrapped in DistributedDataParallel."""
+def trainables(cfg: TrainParams, model_cfg: ModelConfig | DFConfig, device: str = "cpu", world: int = 1) -> Trainables:
+    """Fresh G and D of family ``cfg.arch`` (seeded by ``cfg.seed``), their Adam optimisers
+    (fused on CUDA), and the passes the step calls; with ``world`` > 1, wrapped in
+    DistributedDataParallel."""
     torch.manual_seed(cfg.seed)
-    G, D = (m.to(device) for m in build_models(model_cfg))
+    G, D = (m.to(device) for m in build(cfg.arch, model_cfg))
     if cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     fused = {"fused": True} if str(device).startswith("cuda") else {}
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused)
-    g_passes, d_passes, d_fakes = GeneratorPasses(G, cfg.int_beta), DiscriminatorPasses(D, cfg.cls), DiscriminatorOnFakes(D)
+    if cfg.arch == "df-gan":
+        df = cfg.df_gan
+        lr_g, lr_d, betas = df.lr_g, df.lr_d, (df.beta1, df.beta2)
+        g_passes, d_passes = DFGeneratorPasses(G), DFDiscriminatorPasses(D, cfg.cls, df.magp_coef, df.magp_power)
+        d_fakes = DFDiscriminatorOnFakes(D)
+    else:
+        lr_g = lr_d = cfg.lr
+        betas = (cfg.beta1, cfg.beta2)
+        g_passes, d_passes, d_fakes = GeneratorPasses(G, cfg.int_beta), DiscriminatorPasses(D, cfg.cls), DiscriminatorOnFakes(D)
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas, **fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas, **fused)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -161,6 +218,8 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
     wrong = emb[mismatched(batch["class_id"], g).to(device)]
     z = torch.randn(B, cfg.z_dim, generator=g).to(device)
     partner = z_int = eps = eps_int = z2 = None
+    if cfg.arch == "df-gan":  # DF-GAN draws nothing more
+        return StepInputs(real, emb, wrong, z, partner, z_int)
     if cfg.int_coef > 0:
         partner = torch.randperm(B, generator=g).to(device)
         z_int = torch.randn(B, cfg.z_dim, generator=g).to(device)
@@ -173,7 +232,7 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
 
 
 def discriminator_loss_of(d_passes: nn.Module, x: StepInputs, fake: torch.Tensor, cfg: TrainParams):
-    """D's loss: real image + right text -> 1; real + wrong text, fake + right text -> 0.
+    """GAN-CLS D's loss: real image + right text -> 1; real + wrong text, fake + right text -> 0.
     Returns (loss, D's logits on real pairs, D's features of real pairs)."""
     with autocast(cfg, x.real.device):
         d_real, feat_real, d_wrong, d_fake = d_passes(x, fake.detach())
@@ -200,14 +259,37 @@ def generator_loss_of(d_fakes: nn.Module, x: StepInputs, g_out: dict, feat_real:
     return loss, parts, d_fake
 
 
+def df_discriminator_loss_of(d_passes: nn.Module, x: StepInputs, fake: torch.Tensor, cfg: TrainParams):
+    """DF-GAN D's hinge loss plus MA-GP. Returns (loss, D's scores on real pairs, the
+    unweighted penalty or None)."""
+    with autocast(cfg, x.real.device):
+        d_real, d_wrong, d_fake, gp = d_passes(x, fake.detach())
+    d_real, d_fake = d_real.float(), d_fake.float()  # losses in fp32
+    loss = hinge_discriminator_loss(d_real, d_wrong.float() if d_wrong is not None else None, d_fake)
+    return (loss if gp is None else loss + cfg.df_gan.magp_coef * gp), d_real, gp
+
+
+def df_generator_loss_of(d_fakes: nn.Module, x: StepInputs, g_out: dict, cfg: TrainParams):
+    """DF-GAN G's loss, -D(fake, text). Returns (loss, its parts, D's scores on the fakes)."""
+    with autocast(cfg, x.real.device):
+        d_fake = d_fakes(x, g_out["fake"]).float()
+    loss = hinge_generator_loss(d_fake)
+    return loss, {"adv": loss}, d_fake
+
+
 def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | None = None) -> dict[str, torch.Tensor]:
-    """(1) update D, (2) update G; the step's losses and D's mean outputs, detached. Under DDP
-    the gradients are averaged across ranks during each backward."""
+    """(1) update D, (2) update G; the step's losses and D's mean outputs (GAN-CLS: as
+    probabilities; DF-GAN: raw hinge scores), detached. Under DDP the gradients are averaged
+    across ranks during each backward."""
+    df = cfg.arch == "df-gan"
     with autocast(cfg, x.real.device):
         g_out = t.g_passes(x)  # fakes (B, 3, S, S), ...; G is not updated before (2)
 
     # (1) update D
-    loss_d, d_real, feat_real = discriminator_loss_of(t.d_passes, x, g_out["fake"], cfg)
+    if df:
+        loss_d, d_real, magp = df_discriminator_loss_of(t.d_passes, x, g_out["fake"], cfg)
+    else:
+        loss_d, d_real, feat_real = discriminator_loss_of(t.d_passes, x, g_out["fake"], cfg)
     t.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     if guard is not None:
@@ -216,13 +298,18 @@ def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | N
 
     # (2) update G (against the updated D; D's weight gradients are not needed here)
     t.D.requires_grad_(False)
-    loss_g, parts, d_fake = generator_loss_of(t.d_fakes, x, g_out, feat_real, cfg)
+    if df:
+        loss_g, parts, d_fake = df_generator_loss_of(t.d_fakes, x, g_out, cfg)
+    else:
+        loss_g, parts, d_fake = generator_loss_of(t.d_fakes, x, g_out, feat_real, cfg)
     t.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     t.D.requires_grad_(True)
     if guard is not None:
         guard("loss_g", loss_g)
     t.opt_g.step()
+    score = (lambda d: d) if df else torch.sigmoid
     return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-            "d_real": torch.sigmoid(d_real).mean().detach(), "d_fake": torch.sigmoid(d_fake).mean().detach(),
-            **{f"g_{k}": v.detach() for k, v in parts.items()}}
+            "d_real": score(d_real).mean().detach(), "d_fake": score(d_fake).mean().detach(),
+            **{f"g_{k}": v.detach() for k, v in parts.items()},
+            **({"d_magp": magp.detach()} if df and magp is not None else {})}

@@ -1,4 +1,5 @@
-"""GAN-CLS / GAN-INT losses (Reed et al. 2016). Every function takes raw logits."""
+"""GAN-CLS / GAN-INT losses (Reed et al. 2016) and DF-GAN's hinge loss with MA-GP (Tao et al.
+2022). Every function takes raw logits (scores, for the hinge)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,25 @@ def generator_loss(
         parts["ms"] = ms
         total = total + ms_coef * ms
     return total, parts
+
+
+def hinge_discriminator_loss(d_real: torch.Tensor, d_wrong: torch.Tensor | None, d_fake: torch.Tensor) -> torch.Tensor:
+    """DF-GAN's D loss without its penalty: relu(1 - real/matching) + (relu(1 + fake) +
+    relu(1 + mismatched)) / 2, each a batch mean; without ``d_wrong``, real + fake."""
+    real, fake = F.relu(1.0 - d_real).mean(), F.relu(1.0 + d_fake).mean()
+    return real + fake if d_wrong is None else real + 0.5 * (fake + F.relu(1.0 + d_wrong).mean())
+
+
+def hinge_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """DF-GAN's G loss: -D(G(z, e), e), a batch mean."""
+    return -d_fake.mean()
+
+
+def ma_gp(d_out: torch.Tensor, img: torch.Tensor, emb: torch.Tensor, power: float = 6.0) -> torch.Tensor:
+    """Matching-aware gradient penalty (DF-GAN): mean over the batch of ||(dD/d img, dD/d emb)||^power,
+    for ``d_out`` = D(img, emb) on real images with their own captions. ``img`` and ``emb`` must
+    require grad; the graph is kept, so the penalty's own gradient reaches D (and whatever made
+    ``emb``). An input D ignores contributes a zero gradient."""
+    grads = torch.autograd.grad(d_out.sum(), (img, emb), create_graph=True, allow_unused=True)
+    flat = [torch.zeros_like(x).flatten(1) if g is None else g.flatten(1) for g, x in zip(grads, (img, emb))]
+    return torch.cat(flat, dim=1).norm(dim=1).pow(power).mean()

@@ -1,4 +1,5 @@
-"""DCGAN generator and matching-aware discriminator for GAN-CLS (Reed et al. 2016).
+"""DCGAN generator and matching-aware discriminator for GAN-CLS (Reed et al. 2016), and
+``build``, which picks a model family (this one or DF-GAN's, t2i/models_df.py) by name.
 
 Shapes in comments are for the default 64x64 config: B = batch, ngf = ndf = 64.
 """
@@ -165,3 +166,17 @@ def build_models(cfg: ModelConfig | None = None) -> tuple[Generator, Discriminat
     """Return a freshly initialised (G, D) pair for `cfg` (defaults if None)."""
     cfg = cfg if cfg is not None else ModelConfig()
     return Generator(cfg), Discriminator(cfg)
+
+
+def config_class(arch: str) -> type:
+    """The shape config of a model family (``train.arch``): ModelConfig or DFConfig."""
+    from t2i.models_df import DFConfig
+
+    return {"gan-cls": ModelConfig, "df-gan": DFConfig}[arch]
+
+
+def build(arch: str, cfg) -> tuple[nn.Module, nn.Module]:
+    """A freshly initialised (G, D) pair of family ``arch`` for its config ``cfg``."""
+    from t2i.models_df import DFDiscriminator, DFGenerator
+
+    return build_models(cfg) if arch == "gan-cls" else (DFGenerator(cfg), DFDiscriminator(cfg))

@@ -129,10 +129,37 @@ class EmbedParams(Section):
     cache_size: int = Field(100_000, ge=0)  # captions kept across shards to encode repeats once
 
 
-class TrainParams(Section):
-    """GAN-CLS training: the ``cfg`` of t2i.train.training_loop and t2i.gan.gan_step."""
+class DFGANParams(Section):
+    """DF-GAN's own hyper-parameters (``train.arch: df-gan``), defaults from Tao et al. 2022."""
 
-    epochs: int = Field(30, ge=1)
+    ngf: int = Field(32, ge=1)  # generator base width (the paper's nf, birds)
+    ndf: int = Field(32, ge=1)  # discriminator base width
+    fusion_hidden: int | None = Field(None, ge=1)  # hidden width of the affine MLPs; None: the block's channels
+    lr_g: float = Field(1e-4, gt=0)
+    lr_d: float = Field(4e-4, gt=0)
+    beta1: float = Field(0.0, ge=0, lt=1)
+    beta2: float = Field(0.9, ge=0, lt=1)
+    magp_coef: float = Field(2.0, ge=0)  # matching-aware gradient penalty weight (0 = off)
+    magp_power: float = Field(6.0, gt=0)  # power of the gradient norm in MA-GP
+
+
+Arch = Literal["gan-cls", "df-gan"]  # the model families (t2i.models.build)
+ARCHS = get_args(Arch)
+# ``train.epochs: null`` means the family's own: what fits about 15 CPU minutes on 2 cores at
+# the widths params.yaml gives each family (docs/experiments.md measures both).
+FAMILY_EPOCHS = {"gan-cls": 30, "df-gan": 20}
+# TrainParams keys that only the GAN-CLS family reads (DF-GAN's own live in ``df_gan``).
+GAN_CLS_ONLY = ("lr", "beta1", "beta2", "proj_dim", "ngf", "ndf", "int_coef", "int_beta", "l1_coef", "fm_coef",
+                "label_smoothing", "ca", "kl_coef", "ms_coef")
+
+
+class TrainParams(Section):
+    """Training: the ``cfg`` of t2i.train.training_loop and t2i.gan.gan_step. ``arch`` picks the
+    model family; the keys in ``GAN_CLS_ONLY`` are GAN-CLS's, ``df_gan`` holds DF-GAN's, the
+    rest (data order, batch, noise, epochs, precision, device, ...) serve both."""
+
+    arch: Arch = "gan-cls"
+    epochs: int = Field(FAMILY_EPOCHS["gan-cls"], ge=1)  # null / missing: FAMILY_EPOCHS[arch]
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
@@ -161,6 +188,20 @@ class TrainParams(Section):
     workers: int = Field(0, ge=0)  # DataLoader decode processes
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
+    df_gan: DFGANParams = DFGANParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_epochs(cls, data):
+        if isinstance(data, dict) and data.get("epochs") is None:
+            data = {**data, "epochs": FAMILY_EPOCHS.get(data.get("arch", "gan-cls"), FAMILY_EPOCHS["gan-cls"])}
+        return data
+
+    def recorded(self) -> dict:
+        """The keys stored with the weights: those the family reads (a GAN-CLS run's record is
+        the same as before families existed, so its files stay byte-identical)."""
+        unread = {"gan-cls": ("arch", "df_gan"), "df-gan": GAN_CLS_ONLY}[self.arch]
+        return self.model_dump(exclude={"checkpoint_every", *unread})
 
 
 class EvaluatorParams(Section):

@@ -1,4 +1,4 @@
-"""GAN-CLS training loop (Reed et al. 2016): epochs, resume, logging, sample grids.
+"""The training loop of both model families (``train.arch``): epochs, resume, logging, sample grids.
 
 The update itself is ``t2i.gan.gan_step``; this file feeds it batches and random draws and
 handles everything around it. Checkpoints hold G, D, both optimisers, the step counters, the
@@ -28,7 +28,6 @@ from t2i.data.loader import batches
 from t2i.distributed import all_gather_object, all_reduce_mean, init
 from t2i.gan import gan_step, model_config, step_inputs, trainables
 from t2i.io import atomic_file, save_torch, sole_writer
-from t2i.models import Discriminator, Generator
 from t2i.params import TrainParams
 
 
@@ -87,7 +86,7 @@ class TrainLog:
                 live.log_metric(f"train/{k}", v)
             live.next_step()
 
-    def grid(self, epoch: int, G: Generator, z: torch.Tensor, emb: torch.Tensor | None,
+    def grid(self, epoch: int, G: torch.nn.Module, z: torch.Tensor, emb: torch.Tensor | None,
              captions: list[str] | None, device: str) -> None:
         if self.dir is not None and emb is not None:
             _sample_grid(G, z, emb, captions, self.dir / "samples" / f"epoch_{epoch:03d}.png", device)
@@ -123,7 +122,7 @@ def training_loop(
     live_dir: Path | None = None,
     sample_emb: torch.Tensor | None = None,
     sample_captions: list[str] | None = None,
-    on_step: Callable[[int, Generator, Discriminator], None] | None = None,
+    on_step: Callable[[int, torch.nn.Module, torch.nn.Module], None] | None = None,
     progress: bool = True,
 ) -> dict:
     """Train G and D on embedded shards; write ``generator.pt`` to ``out_dir``; return a summary.
@@ -154,7 +153,7 @@ def training_loop(
     # The config stored with the weights: the data it was trained on and every training param.
     config = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
               "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
-              **cfg.model_dump(exclude={"checkpoint_every"}), "model": asdict(model_cfg), "world_size": world}
+              **cfg.recorded(), "model": asdict(model_cfg), "world_size": world}
 
     t = trainables(cfg, model_cfg, device, world)
     G, D = t.G, t.D
@@ -241,7 +240,7 @@ def training_loop(
 
 
 @torch.no_grad()
-def _sample_grid(G: Generator, z: torch.Tensor, emb: torch.Tensor, captions: list[str] | None,
+def _sample_grid(G: torch.nn.Module, z: torch.Tensor, emb: torch.Tensor, captions: list[str] | None,
                  path: Path, device: str) -> None:
     """Fixed captions (rows) x fixed noise (columns) -> PNG with the captions drawn beside."""
     from t2i.grid import make_grid

@@ -16,7 +16,17 @@ def test_rows_are_measured(train_urls):
     assert r["load"]["batches_s"] > 0 and r["load"]["ratio"] > 0
     assert r["shard"]["img_s"] > 0 and r["memory"]["peak_rss_mib"] > 50
     text = bench.table(r)
-    assert [line.split()[0] for line in text.splitlines()] == ["train", "load", "shard", "memory"]
+    assert [line.split()[0] for line in text.splitlines()] == ["train", "family", "load", "shard", "memory"]
+
+
+def test_both_families_are_measured():
+    cfg = TINY.model_copy(update={"df_gan": TINY.df_gan.model_copy(update={"ngf": 8, "ndf": 8})})
+    f = bench.run(cfg, image_size=32, emb_dim=16, seconds=0.2)["family"]
+    assert f["gan-cls"]["img_s"] > 0 and f["df-gan"]["img_s"] > 0
+    # same widths: DF-GAN's 3x3 convolutions and MA-GP's double backward cost more per image
+    assert f["df-gan"]["flops_per_img"] > 1.5 * f["gan-cls"]["flops_per_img"] > 0
+    df = bench.run(cfg.model_copy(update={"arch": "df-gan"}), image_size=32, emb_dim=16, seconds=0.2)["train"]
+    assert df["arch"] == "df-gan" and df["ngf"] == 8 and df["reed_width_flops_per_img"] > 10 * df["flops_per_img"]
 
 
 def test_embed_row_compares_with_plain_encode():

@@ -109,3 +109,26 @@ def test_two_ranks_stay_in_sync_and_resume_exactly(script, tmp_path):
     g_fresh, g_resumed = (torch.load(d / "model" / "generator.pt", weights_only=True)["state_dict"]
                           for d in (fresh, broken))
     assert all(torch.equal(g_fresh[k], g_resumed[k]) for k in g_fresh)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_df_gan_with_ma_gp_trains_under_ddp(train_urls, tmp_path):
+    """MA-GP's double backward inside DDP's forward: both ranks finish every step and stay identical."""
+    df = {**TINY, "arch": "df-gan", "df_gan": {"ngf": 4, "ndf": 4}}
+    path = tmp_path / "run.py"
+    path.write_text(textwrap.dedent(SCRIPT.format(emb_dim=DATA.emb_dim, image_size=DATA.image_size,
+                                                  num_samples=NUM_SAMPLES, tiny=df, urls=train_urls)))
+    out = tmp_path / "df"
+    r = torchrun(path, out, epochs=2, port=free_port())
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = log(out, 0), log(out, 1)
+    assert len(r0) == 2 * (NUM_SAMPLES // 2 // TINY["batch_size"]) and r0 == r1
+    config = torch.load(out / "model" / "generator.pt", weights_only=True)["config"]
+    assert config["arch"] == "df-gan" and config["world_size"] == 2

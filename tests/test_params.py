@@ -8,7 +8,7 @@ import yaml
 from t2i import T2IError
 from pydantic import BaseModel
 
-from t2i.params import DATASETS, Params, load_params
+from t2i.params import DATASETS, FAMILY_EPOCHS, GAN_CLS_ONLY, Params, TrainParams, load_params
 
 REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 
@@ -62,7 +62,29 @@ def test_repo_params_yaml_validates():
     for section, values in raw.items():
         if isinstance(values, dict):
             for key, value in values.items():
+                if (section, key, value) == ("train", "epochs", None):  # null: the family's own
+                    value = FAMILY_EPOCHS[p.train.arch]
                 assert dumped[section][key] == value, f"{section}.{key}"
+
+
+def test_epochs_null_means_the_familys_own():
+    assert TrainParams().epochs == TrainParams(epochs=None).epochs == FAMILY_EPOCHS["gan-cls"]
+    assert TrainParams(arch="df-gan").epochs == FAMILY_EPOCHS["df-gan"] != FAMILY_EPOCHS["gan-cls"]
+    assert TrainParams(arch="df-gan", epochs=3).epochs == 3
+    with pytest.raises(T2IError, match="train.arch"):
+        load_params(None, ["train.arch=stylegan"])
+
+
+def test_a_gan_cls_record_is_what_it_was_before_families():
+    """generator.pt of a GAN-CLS run stores exactly the keys it stored before train.arch existed,
+    so the default run's files stay byte-identical; a DF-GAN record holds only what it reads."""
+    before = ["epochs", "batch_size", "lr", "beta1", "beta2", "z_dim", "proj_dim", "ngf", "ndf", "cls", "int_coef",
+              "int_beta", "l1_coef", "fm_coef", "label_smoothing", "ca", "kl_coef", "ms_coef", "captions_per_step",
+              "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads", "workers",
+              "log_every"]
+    assert list(TrainParams().recorded()) == before
+    df = TrainParams(arch="df-gan").recorded()
+    assert df["arch"] == "df-gan" and df["df_gan"]["magp_power"] == 6.0 and not set(GAN_CLS_ONLY) & set(df)
 
 
 def test_partial_file_keeps_other_defaults(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -94,3 +95,27 @@ def test_exp_run_reads_string_floats(git_project):
 
     config = torch.load(project / "data/models/synthetic-flowers/generator.pt", weights_only=True)["config"]
     assert config["lr"] == 0.001 and isinstance(config["lr"], float)
+
+
+def test_exp_run_trains_and_scores_df_gan(git_project):
+    """`dvc exp run -S train.arch=df-gan`: only train and evaluate rerun; evaluate, generate and
+    the family-blind readers take the DF-GAN generator without being told."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    log = dvc(git_project, "exp", "run", "-S", "train.arch=df-gan", "-S", "train.epochs=1",
+              "-S", "train.df_gan.ngf=4", "-S", "train.df_gan.ndf=4")
+    assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log
+    assert "Running stage 'embed'" not in log and "Running stage 'evaluator'" not in log
+    model = git_project / "data/models/synthetic-flowers/generator.pt"
+    config = torch.load(model, weights_only=True)["config"]
+    assert config["arch"] == "df-gan" and config["df_gan"]["ngf"] == 4 and "ms_coef" not in config
+    metrics = json.loads((git_project / "data/eval/synthetic-flowers/metrics.json").read_text())
+    assert 0 <= metrics["attr/mean/fake"] <= 1
+    r = subprocess.run([sys.executable, "-m", "stages.cli", "generate", "a red flower", "--out", "df.png"],
+                       cwd=git_project, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert (git_project / "df.png").stat().st_size > 0

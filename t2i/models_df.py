@@ -1,0 +1,175 @@
+"""DF-GAN (Tao et al., CVPR 2022): deep text-image fusion in every generator block.
+
+The family is four small pieces: ``Affine`` (a per-channel scale and shift predicted from the
+condition), ``GBlock`` (upsample, two fusion layers of two affines each, two 3x3 convs, a
+residual shortcut; no BatchNorm), ``DBlock`` (a residual downsampling block whose residual
+branch starts switched off) and ``ConditionalHead`` (D's features joined with the replicated
+sentence embedding). The generator's condition is the noise concatenated with the sentence
+embedding, and every block sees it, so the text can shape the image at every scale.
+
+Shapes in comments are for 64x64 images, ngf = ndf = 32, a 384-d embedding and z_dim = 100.
+Written from the paper and the facts of tobran/DF-GAN (widths, the affine's zero-initialised
+last layer, the residual D with a learnt gate), not from its code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from t2i.params import IMAGE_SIZES
+
+
+@dataclass
+class DFConfig:
+    emb_dim: int = 384  # sentence embedding size (all-MiniLM-L6-v2)
+    z_dim: int = 100  # noise size
+    ngf: int = 32  # generator base width (the paper's nf for birds)
+    ndf: int = 32  # discriminator base width
+    image_size: int = 64
+    channels: int = 3
+    fusion_hidden: int | None = None  # hidden width of each affine's MLPs; None: the block's channels
+
+    def __post_init__(self) -> None:
+        if self.image_size not in IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size!r}")
+
+    @property
+    def n_blocks(self) -> int:
+        """Up- (G) or downsampling (D) blocks between 4x4 and the image: log2(image_size) - 2."""
+        return int(math.log2(self.image_size)) - 2
+
+    @property
+    def cond_dim(self) -> int:
+        return self.z_dim + self.emb_dim  # the generator's condition: noise and sentence
+
+
+def widths(base: int, n_blocks: int) -> list[int]:
+    """Channels from the image side to 4x4: base, 2 base, 4 base, 8 base, 8 base, ... (n_blocks + 1)."""
+    return [base * min(2 ** i, 8) for i in range(n_blocks + 1)]
+
+
+class Affine(nn.Module):
+    """x * gamma(c) + beta(c), per channel; each of gamma and beta a Linear-ReLU-Linear MLP whose
+    last layer starts at gamma = 1, beta = 0 (the block starts as if unconditioned)."""
+
+    def __init__(self, cond_dim: int, channels: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or channels
+
+        def mlp() -> nn.Sequential:
+            return nn.Sequential(nn.Linear(cond_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+
+        self.gamma, self.beta = mlp(), mlp()
+        for last, bias in ((self.gamma[2], 1.0), (self.beta[2], 0.0)):
+            nn.init.zeros_(last.weight)
+            nn.init.constant_(last.bias, bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.gamma(c)[:, :, None, None] * x + self.beta(c)[:, :, None, None]  # (B, C, H, W)
+
+
+class Fusion(nn.Module):
+    """One deep-fusion layer: affine, LeakyReLU, affine, LeakyReLU."""
+
+    def __init__(self, cond_dim: int, channels: int, hidden: int | None = None) -> None:
+        super().__init__()
+        self.a0, self.a1 = Affine(cond_dim, channels, hidden), Affine(cond_dim, channels, hidden)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.a0(x, c), 0.2)
+        return F.leaky_relu(self.a1(x, c), 0.2)
+
+
+class GBlock(nn.Module):
+    """Upsample x2, then shortcut(x) + conv(fuse(conv(fuse(x, c))), c)): (B, c_in, H, W) -> (B, c_out, 2H, 2W)."""
+
+    def __init__(self, cond_dim: int, c_in: int, c_out: int, hidden: int | None = None) -> None:
+        super().__init__()
+        self.fuse1, self.conv1 = Fusion(cond_dim, c_in, hidden), nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.fuse2, self.conv2 = Fusion(cond_dim, c_out, hidden), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2)  # nearest neighbour: no checkerboard
+        h = self.conv2(self.fuse2(self.conv1(self.fuse1(x, c)), c))
+        return self.shortcut(x) + h
+
+
+class DFGenerator(nn.Module):
+    """G(z, emb) -> image in [-1, 1]; the sentence enters every block."""
+
+    def __init__(self, cfg: DFConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        chans = widths(cfg.ngf, cfg.n_blocks)[::-1]  # 64x64: [8 ngf, 8 ngf, 4 ngf, 2 ngf, ngf]
+        self.fc = nn.Linear(cfg.z_dim, chans[0] * 16)  # (B, z_dim) -> (B, 8 ngf * 4 * 4)
+        # (B, 256, 4, 4) -> (B, 256, 8, 8) -> (B, 128, 16, 16) -> (B, 64, 32, 32) -> (B, 32, 64, 64)
+        self.blocks = nn.ModuleList(GBlock(cfg.cond_dim, c_in, c_out, cfg.fusion_hidden)
+                                    for c_in, c_out in zip(chans, chans[1:]))
+        self.to_rgb = nn.Conv2d(chans[-1], cfg.channels, 3, 1, 1)  # (B, 3, 64, 64)
+
+    def forward(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        c = torch.cat([z, emb], dim=1)  # (B, z_dim + emb_dim)
+        h = self.fc(z).view(z.size(0), -1, 4, 4)  # (B, 8 ngf, 4, 4)
+        for block in self.blocks:
+            h = block(h, c)
+        return torch.tanh(self.to_rgb(F.leaky_relu(h, 0.2)))  # (B, 3, S, S)
+
+
+class DBlock(nn.Module):
+    """Downsample x2: shortcut(avgpool(x)) + gamma * residual(x), gamma a learnt scalar from 0.
+    (DF-GAN pools after its 1x1 shortcut; both are linear, so pooling first is the same map on
+    a quarter of the pixels.)"""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),  # (B, c_out, H/2, W/2)
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(F.avg_pool2d(x, 2)) + self.gamma * self.residual(x)
+
+
+class ConditionalHead(nn.Module):
+    """D's features and the replicated sentence embedding -> one score per image."""
+
+    def __init__(self, feat: int, emb_dim: int, ndf: int) -> None:
+        super().__init__()
+        self.joint = nn.Sequential(
+            nn.Conv2d(feat + emb_dim, 2 * ndf, 3, 1, 1, bias=False),  # (B, 2 ndf, 4, 4)
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * ndf, 1, 4, 1, 0, bias=False),  # (B, 1, 1, 1)
+        )
+
+    def forward(self, feat: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        e = emb[:, :, None, None].expand(-1, -1, feat.size(2), feat.size(3))  # (B, emb_dim, 4, 4)
+        return self.joint(torch.cat([feat, e], dim=1)).flatten()  # (B,)
+
+
+class DFDiscriminator(nn.Module):
+    """D(img, emb) -> one hinge score per image (high: a real image with its own caption)."""
+
+    def __init__(self, cfg: DFConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        chans = widths(cfg.ndf, cfg.n_blocks)  # 64x64: [ndf, 2 ndf, 4 ndf, 8 ndf, 8 ndf]
+        self.from_rgb = nn.Conv2d(cfg.channels, chans[0], 3, 1, 1)  # (B, 32, 64, 64)
+        # -> (B, 64, 32, 32) -> (B, 128, 16, 16) -> (B, 256, 8, 8) -> (B, 256, 4, 4)
+        self.blocks = nn.Sequential(*(DBlock(c_in, c_out) for c_in, c_out in zip(chans, chans[1:])))
+        self.head = ConditionalHead(chans[-1], cfg.emb_dim, cfg.ndf)
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 8 ndf, 4, 4), before the text is joined in."""
+        return self.blocks(self.from_rgb(img))
+
+    def forward(self, img: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(img), emb)  # (B,)
