@@ -10,7 +10,7 @@ from stages import bench, download, embed, evaluate, evaluator, generate, serve,
 from t2i import T2IError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="t2i: reproducible text-to-image GAN-CLS pipeline.")
+                  help="t2i: reproducible text-to-image GAN pipeline (GAN-CLS and DF-GAN).")
 app.command("download")(download.main)
 app.command("shard")(shard.main)
 app.command("embed")(embed.main)

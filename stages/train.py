@@ -1,4 +1,4 @@
-"""``t2i train``: GAN-CLS on the embedded shards -> data/models/<dataset>/generator.pt."""
+"""``t2i train``: the ``train.arch`` family on the embedded shards -> data/models/<dataset>/generator.pt."""
 
 from __future__ import annotations
 

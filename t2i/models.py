@@ -15,6 +15,13 @@ import torch.nn as nn
 from t2i.params import IMAGE_SIZES
 
 
+def blocks_between(image_size: int) -> int:
+    """Up- or downsampling blocks between the 4x4 map and an image of ``image_size`` (one of
+    IMAGE_SIZES, the sizes every family is built for): log2(image_size) - 2."""
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
+    return int(math.log2(image_size)) - 2
+
 
 @dataclass
 class ModelConfig:
@@ -28,13 +35,12 @@ class ModelConfig:
     ca: bool = False  # conditioning augmentation (StackGAN): G samples its text code
 
     def __post_init__(self) -> None:
-        if self.image_size not in IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size!r}")
+        blocks_between(self.image_size)
 
     @property
     def n_blocks(self) -> int:
-        """Number of BN blocks between 4x4 and the image: log2(image_size) - 2."""
-        return int(math.log2(self.image_size)) - 2
+        """Number of BN blocks between 4x4 and the image."""
+        return blocks_between(self.image_size)
 
 
 def _widths(base: int, n_blocks: int) -> list[int]:

@@ -14,14 +14,13 @@ last layer, the residual D with a learnt gate), not from its code.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from t2i.params import IMAGE_SIZES
+from t2i.models import blocks_between
 
 
 @dataclass
@@ -35,13 +34,12 @@ class DFConfig:
     fusion_hidden: int | None = None  # hidden width of each affine's MLPs; None: the block's channels
 
     def __post_init__(self) -> None:
-        if self.image_size not in IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size!r}")
+        blocks_between(self.image_size)
 
     @property
     def n_blocks(self) -> int:
-        """Up- (G) or downsampling (D) blocks between 4x4 and the image: log2(image_size) - 2."""
-        return int(math.log2(self.image_size)) - 2
+        """Up- (G) or downsampling (D) blocks between 4x4 and the image."""
+        return blocks_between(self.image_size)
 
     @property
     def cond_dim(self) -> int:

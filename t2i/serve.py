@@ -59,7 +59,8 @@ class Demo:
     def info(self) -> dict:
         headline = {k: round(v, 3) for k, v in (self.metrics or {}).items()
                     if isinstance(v, float) and (k.endswith("/fake") or k in ("fd_evaluator", "diversity/ratio"))}
-        return {"model": self.name, "text_model": self.config["text_model"], "image_size": self.G.cfg.image_size,
+        return {"model": self.name, "arch": self.config.get("arch", "gan-cls"), "text_model": self.config["text_model"],
+                "image_size": self.G.cfg.image_size,
                 "epochs": self.config.get("epochs"), "metrics": headline, "max_images": MAX_IMAGES,
                 "max_caption": MAX_CAPTION, "scorer": self.evaluator is not None}
 

@@ -52,7 +52,7 @@ def test_page_and_info(client):
     page = client.get("/")
     assert page.status_code == 200 and 'id="caption"' in page.text and "Generate" in page.text
     info = client.get("/api/info").json()
-    assert info["model"] == "tiny" and info["text_model"] == "all-MiniLM-L6-v2" and info["scorer"]
+    assert info["model"] == "tiny" and info["text_model"] == "all-MiniLM-L6-v2" and info["scorer"] and info["arch"] == "gan-cls"
     assert info["metrics"] == {"attr/petal_colour/fake": 0.5, "r_precision/fake": 0.25}
 
 
