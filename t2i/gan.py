@@ -24,7 +24,7 @@ from t2i.data.loader import to_float
 from t2i.losses import (discriminator_loss, generator_loss, hinge_discriminator_loss, hinge_generator_loss,
                         interpolate_embeddings, ma_gp, mode_seeking_loss)
 from t2i.models import Generator, ModelConfig, build
-from t2i.models_df import DFConfig
+from t2i.models_df import DFConfig, sentence
 from t2i.params import TrainParams
 
 Guard = Callable[[str, torch.Tensor], None]  # raises before a non-finite loss updates a model
@@ -119,18 +119,19 @@ class DFGeneratorPasses(nn.Module):
 
 class DFDiscriminatorPasses(nn.Module):
     """DF-GAN's D passes in one call: real image + right text, real image + wrong text (the real
-    features reused, as in DF-GAN), fake + right text, and MA-GP on the real pairs."""
+    features reused, as in DF-GAN), fake + right text, and MA-GP on the real pairs, with respect
+    to the image and the sentence as D's head sees it."""
 
     def __init__(self, D: nn.Module, cls: bool, magp_coef: float, magp_power: float) -> None:
         super().__init__()
         self.D, self.cls, self.magp_coef, self.magp_power = D, cls, magp_coef, magp_power
 
     def forward(self, x: StepInputs, fake: torch.Tensor):
-        real, emb = x.real.detach().requires_grad_(True), x.emb.detach().requires_grad_(True)
+        real, s = x.real.detach().requires_grad_(True), sentence(x.emb).detach().requires_grad_(True)
         feat = self.D.features(real)  # (B, 8 ndf, 4, 4)
-        d_real = self.D.head(feat, emb)  # (B,)
-        d_wrong = self.D.head(feat, x.wrong) if self.cls else None
-        gp = ma_gp(d_real.float(), real, emb, self.magp_power) if self.magp_coef > 0 else None
+        d_real = self.D.head(feat, s)  # (B,)
+        d_wrong = self.D.head(feat, sentence(x.wrong)) if self.cls else None
+        gp = ma_gp(d_real.float(), real, s, self.magp_power) if self.magp_coef > 0 else None
         return d_real, d_wrong, self.D(fake, x.emb), gp
 
 

@@ -51,6 +51,11 @@ def widths(base: int, n_blocks: int) -> list[int]:
     return [base * min(2 ** i, 8) for i in range(n_blocks + 1)]
 
 
+def sentence(emb: torch.Tensor) -> torch.Tensor:
+    """(B, D) sentence embeddings -> the same directions at norm sqrt(D): unit scale per dimension."""
+    return F.normalize(emb, dim=1) * emb.size(1) ** 0.5
+
+
 class Affine(nn.Module):
     """x * gamma(c) + beta(c), per channel; each of gamma and beta a Linear-ReLU-Linear MLP whose
     last layer starts at gamma = 1, beta = 0 (the block starts as if unconditioned)."""
@@ -112,7 +117,7 @@ class DFGenerator(nn.Module):
         self.to_rgb = nn.Conv2d(chans[-1], cfg.channels, 3, 1, 1)  # (B, 3, 64, 64)
 
     def forward(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        c = torch.cat([z, emb], dim=1)  # (B, z_dim + emb_dim)
+        c = torch.cat([z, sentence(emb)], dim=1)  # (B, z_dim + emb_dim)
         h = self.fc(z).view(z.size(0), -1, 4, 4)  # (B, 8 ngf, 4, 4)
         for block in self.blocks:
             h = block(h, c)
@@ -138,7 +143,7 @@ class DBlock(nn.Module):
 
 
 class ConditionalHead(nn.Module):
-    """D's features and the replicated sentence embedding -> one score per image."""
+    """D's features and the replicated (scaled) sentence -> one score per image."""
 
     def __init__(self, feat: int, emb_dim: int, ndf: int) -> None:
         super().__init__()
@@ -148,8 +153,8 @@ class ConditionalHead(nn.Module):
             nn.Conv2d(2 * ndf, 1, 4, 1, 0, bias=False),  # (B, 1, 1, 1)
         )
 
-    def forward(self, feat: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        e = emb[:, :, None, None].expand(-1, -1, feat.size(2), feat.size(3))  # (B, emb_dim, 4, 4)
+    def forward(self, feat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        e = s[:, :, None, None].expand(-1, -1, feat.size(2), feat.size(3))  # (B, emb_dim, 4, 4)
         return self.joint(torch.cat([feat, e], dim=1)).flatten()  # (B,)
 
 
@@ -170,4 +175,4 @@ class DFDiscriminator(nn.Module):
         return self.blocks(self.from_rgb(img))
 
     def forward(self, img: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(img), emb)  # (B,)
+        return self.head(self.features(img), sentence(emb))  # (B,)

@@ -225,3 +225,12 @@ def test_generate_draws_with_a_df_gan_generator(tmp_path):
     a = generate(tmp_path / GENERATOR, ["a red flower", "a blue flower"], n=2, seed=7)
     assert a.shape == (4, 3, 32, 32) and torch.equal(a, generate(tmp_path / GENERATOR, ["a red flower", "a blue flower"], n=2, seed=7))
     assert not torch.allclose(a[:2], a[2:])  # the caption matters
+
+
+def test_the_sentence_enters_at_the_noises_scale():
+    """Unit-norm MiniLM vectors become norm sqrt(D) (each dimension ~1, like the noise), same direction."""
+    from t2i.models_df import sentence
+
+    e = torch.nn.functional.normalize(torch.randn(5, 384), dim=1) * 0.3
+    s = sentence(e)
+    assert torch.allclose(s.norm(dim=1), torch.full((5,), 384 ** 0.5)) and torch.allclose(s / s.norm(dim=1, keepdim=True), e / 0.3, atol=1e-6)
