@@ -17,6 +17,7 @@ from t2i.evaluator import (
     discover_attributes,
     load_evaluator,
     recolour,
+    restart_stuck_glimpses,
     shift_turn_flip,
     train_evaluator,
 )
@@ -108,6 +109,39 @@ def test_attention_entropy_and_glimpse_paths() -> None:
         assert torch.equal(ev(x)["logits"]["colour"], glob["colour"])
     with pytest.raises(T2IError, match="local9"):
         Evaluator({"colour": ["a", "b"]}, emb_dim=DIM, image_size=32, paths={"colour": "local9"})
+
+
+def test_restart_stuck_glimpses_redraws_only_the_trailing_spares() -> None:
+    torch.manual_seed(0)
+    ev = Evaluator({"colour": ["a", "b", "c"], "count": ["3", "4"]}, emb_dim=DIM, image_size=32)
+    opt = torch.optim.Adam(ev.parameters())
+    _, local, glob, _ = ev.heads(torch.rand(4, 3, 32, 32) * 2 - 1)
+    (sum(v.sum() for v in local.values()) + sum(v.sum() for v in glob.values())).backward()
+    opt.step()
+    before = {n: p.detach().clone() for n, p in ev.named_parameters()}
+    acc = {"colour": [1.0, 0.30, 0.95, 0.20],  # glimpse 1 fits: keep all
+           "count": [0.9, 0.25, 0.40, 0.30]}  # none fits: all but the best (local1) start afresh
+    assert GLIMPSES == 3
+    restarted = restart_stuck_glimpses(ev, opt, acc, torch.Generator().manual_seed(0))
+    assert restarted == [("colour", 0), ("colour", 2), ("count", 0), ("count", 2)]
+    assert restart_stuck_glimpses(ev, opt, {"colour": [1.0, 0.95, 0.95, 0.95], "count": [0.5, 0.45, 0.5, 0.5]},
+                                  torch.Generator()) == []  # every glimpse within the gap
+    for k, n in (("colour", 3), ("count", 2)):
+        attend, scores = ev.attend[k].weight, ev.local_scores[k].weight
+        moved = (attend != before[f"attend.{k}.weight"]).flatten(1).any(1).tolist()
+        assert moved == [True, False, True], (k, moved)  # the map of every restarted glimpse, only those
+        moved = (scores != before[f"local_scores.{k}.weight"]).flatten(1).any(1).view(GLIMPSES, n).all(1).tolist()
+        assert moved == [True, False, True], (k, moved)  # and its scores
+        for param in (ev.attend[k].weight, ev.local_scores[k].bias):
+            state = opt.state[param]
+            rows = [slice(0, 1), slice(2, 3)] if param.dim() == 4 else [slice(0, n), slice(2 * n, 3 * n)]
+            for r in rows:  # Adam forgets the old glimpse's moments
+                assert not state["exp_avg"][r].any() and not state["exp_avg_sq"][r].any()
+            assert state["exp_avg_sq"][slice(1, 2) if param.dim() == 4 else slice(n, 2 * n)].any()
+        assert attend[[0, 2]].abs().max() <= 1 / math.sqrt(64)  # drawn like PyTorch's own init
+    for name in before:  # nothing else moved: the trunks, the global heads, the projection
+        if not name.startswith(("attend.", "local_scores.")):
+            assert torch.equal(before[name], dict(ev.named_parameters())[name]), name
 
 
 def test_vocabulary_from_meta() -> None:
