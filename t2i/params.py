@@ -147,7 +147,7 @@ Arch = Literal["gan-cls", "df-gan"]  # the model families (t2i.models.build)
 ARCHS = get_args(Arch)
 # ``train.epochs: null`` means the family's own: what fits about 15 CPU minutes on 2 cores at
 # the widths params.yaml gives each family (docs/experiments.md measures both).
-FAMILY_EPOCHS = {"gan-cls": 30, "df-gan": 20}
+FAMILY_EPOCHS = {"gan-cls": 30, "df-gan": 12}
 # TrainParams keys that only the GAN-CLS family reads (DF-GAN's own live in ``df_gan``).
 GAN_CLS_ONLY = ("lr", "beta1", "beta2", "proj_dim", "ngf", "ndf", "int_coef", "int_beta", "l1_coef", "fm_coef",
                 "label_smoothing", "ca", "kl_coef", "ms_coef")
