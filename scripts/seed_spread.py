@@ -9,7 +9,7 @@ each generator. Nothing under this workspace's data/ is written.
         gan-cls=data/models/synthetic-flowers/generator.pt df-gan=/path/to/df/generator.pt
 
 Prints a markdown table (rows: model x seed, real-image ceilings once per seed) and writes
-everything to <scratch>/spread.json. ``--evaluators DIR`` reuses DIR/seed<N>/evaluator.pt where
+everything to <scratch>/spread.json, each model's evaluate outputs to <scratch>/seed<N>/eval-<name>/. ``--evaluators DIR`` reuses DIR/seed<N>/evaluator.pt where
 present (e.g. the workspace's own seed-0 evaluator) instead of training it again.
 """
 
@@ -59,7 +59,10 @@ def main() -> None:
             (data / "models" / dataset).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, data / "models" / dataset / "generator.pt")
             t2i("evaluate", "--data", str(data))
-            results[f"{name} seed{seed}"] = json.loads((data / "eval" / dataset / "metrics.json").read_text())
+            kept = data / f"eval-{name}"  # metrics.json, grid.png, interpolation.png of this model
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(data / "eval" / dataset, kept)
+            results[f"{name} seed{seed}"] = json.loads((kept / "metrics.json").read_text())
     (args.scratch / "spread.json").write_text(json.dumps(results, indent=1))
     head = ["model, evaluator seed", *(c.split("/")[1] for c in COLUMNS), *SCORES]
     print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
