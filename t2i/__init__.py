@@ -1,4 +1,4 @@
-"""t2i: a reproducible text-to-image GAN-CLS pipeline."""
+"""t2i: a reproducible text-to-image GAN pipeline (GAN-CLS and DF-GAN)."""
 
 __version__ = "0.1.0"
 

@@ -70,8 +70,9 @@ def matmul_peak(dtype: torch.dtype = torch.float32, device: str = "cpu") -> floa
 
 
 class _GlobalOnly:
-    """Stands in for FlopCounterMode's per-module tracker, whose backward hooks break
-    ``torch.autograd.grad`` (DF-GAN's MA-GP); only the total is wanted here."""
+    """Stands in for FlopCounterMode's per-module tracker (its private ``mod_tracker``, checked
+    on torch 2.13), whose backward hooks break ``torch.autograd.grad`` (DF-GAN's MA-GP); only
+    the total is wanted here."""
 
     parents = {"Global"}
 

@@ -68,6 +68,9 @@ def resume_blockers(saved: dict, config: dict) -> list[str]:
     """Why a checkpoint (its ``saved`` blob) cannot continue the run ``config``: the resume keys
     that differ, as ``key old -> new``, or a finished epoch count past the one now asked for."""
     old = saved.get("config", {})
+    arch = (old.get("arch", "gan-cls"), config.get("arch", "gan-cls"))
+    if arch[0] != arch[1]:  # another family: its other keys differ anyway
+        return [f"arch {arch[0]!r} -> {arch[1]!r}"]
     why = [f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in RESUME_KEYS if old.get(k) != config.get(k)]
     if not why and saved.get("epoch", 0) > config["epochs"]:
         why.append(f"it is at epoch {saved['epoch']}, past epochs={config['epochs']}")

@@ -19,7 +19,6 @@ from t2i.evaluator import Evaluator
 from t2i.grid import add_header, make_grid, save_image
 from t2i.io import write_json_atomic
 from t2i.metrics import EvalContext, MetricSkipped, get
-from t2i.models import Generator
 from t2i.params import EvaluateParams
 
 INTERP_STEPS = 8
@@ -62,14 +61,14 @@ def pick_distinct(meta: list[dict], k: int, gen: torch.Generator) -> list[int]:
 
 
 @torch.no_grad()
-def fake_images(generator: Generator, z: torch.Tensor, emb: torch.Tensor, device: str,
+def fake_images(generator: torch.nn.Module, z: torch.Tensor, emb: torch.Tensor, device: str,
              batch_size: int) -> torch.Tensor:
     """G(z, emb) in batches -> (N, 3, S, S) float in [-1, 1] on the CPU."""
     return torch.cat([generator(zb.to(device), eb.to(device)).cpu()
                       for zb, eb in zip(z.split(batch_size), emb.split(batch_size))])
 
 
-def _check_compatible(generator: Generator, evaluator: Evaluator, data: dict) -> None:
+def _check_compatible(generator: torch.nn.Module, evaluator: Evaluator, data: dict) -> None:
     size, dim = data["image"].shape[-1], data["emb"].shape[-1]
     cfg = generator.cfg
     if cfg.image_size != size:
@@ -84,7 +83,7 @@ def _check_compatible(generator: Generator, evaluator: Evaluator, data: dict) ->
 
 
 @torch.no_grad()
-def evaluate(generator: Generator, evaluator: Evaluator, test_urls: list[str], out_dir: str | os.PathLike,
+def evaluate(generator: torch.nn.Module, evaluator: Evaluator, test_urls: list[str], out_dir: str | os.PathLike,
              cfg: EvaluateParams = EvaluateParams(), *, device: str = "cpu",
              encode: Callable[[list[str]], object] | None = None) -> dict:
     """Score ``generator`` on the test split; write metrics.json, grid.png, interpolation.png.

@@ -272,7 +272,9 @@ def restart_stuck_glimpses(model: Evaluator, opt: torch.optim.Optimizer, acc: di
     A map that has settled on the wrong part gets no gradient from the right one, so it stays
     wrong (at seed 1 all three centre-colour maps did). A fresh draw looks elsewhere, on a
     trunk that has since learnt what the parts are. The best glimpse is kept, in case it is
-    still on its way; the others are spares until one of them overtakes it.
+    still on its way; the others are spares until one of them overtakes it. Adam's step count
+    is shared and not reset, so a restarted row's first updates are larger than lr (the bias
+    correction no longer scales its fresh moments up to size).
     """
     restarted = []
     for k, (glob, *local) in acc.items():

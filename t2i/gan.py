@@ -127,11 +127,12 @@ class DFDiscriminatorPasses(nn.Module):
         self.D, self.cls, self.magp_coef, self.magp_power = D, cls, magp_coef, magp_power
 
     def forward(self, x: StepInputs, fake: torch.Tensor):
-        real, s = x.real.detach().requires_grad_(True), sentence(x.emb).detach().requires_grad_(True)
+        gp_on = self.magp_coef > 0  # MA-GP differentiates D's output with respect to both inputs
+        real, s = x.real.detach().requires_grad_(gp_on), sentence(x.emb).detach().requires_grad_(gp_on)
         feat = self.D.features(real)  # (B, 8 ndf, 4, 4)
         d_real = self.D.head(feat, s)  # (B,)
         d_wrong = self.D.head(feat, sentence(x.wrong)) if self.cls else None
-        gp = ma_gp(d_real.float(), real, s, self.magp_power) if self.magp_coef > 0 else None
+        gp = ma_gp(d_real.float(), real, s, self.magp_power) if gp_on else None
         return d_real, d_wrong, self.D(fake, x.emb), gp
 
 
@@ -220,7 +221,7 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
     z = torch.randn(B, cfg.z_dim, generator=g).to(device)
     partner = z_int = eps = eps_int = z2 = None
     if cfg.arch == "df-gan":  # DF-GAN draws nothing more
-        return StepInputs(real, emb, wrong, z, partner, z_int)
+        return StepInputs(real, emb, wrong, z, None, None)
     if cfg.int_coef > 0:
         partner = torch.randperm(B, generator=g).to(device)
         z_int = torch.randn(B, cfg.z_dim, generator=g).to(device)
@@ -265,17 +266,18 @@ def df_discriminator_loss_of(d_passes: nn.Module, x: StepInputs, fake: torch.Ten
     unweighted penalty or None)."""
     with autocast(cfg, x.real.device):
         d_real, d_wrong, d_fake, gp = d_passes(x, fake.detach())
+    if (gp is None) != (cfg.df_gan.magp_coef == 0):
+        raise ValueError("the D passes were built with another train.df_gan.magp_coef than this step's")
     d_real, d_fake = d_real.float(), d_fake.float()  # losses in fp32
     loss = hinge_discriminator_loss(d_real, d_wrong.float() if d_wrong is not None else None, d_fake)
     return (loss if gp is None else loss + cfg.df_gan.magp_coef * gp), d_real, gp
 
 
 def df_generator_loss_of(d_fakes: nn.Module, x: StepInputs, g_out: dict, cfg: TrainParams):
-    """DF-GAN G's loss, -D(fake, text). Returns (loss, its parts, D's scores on the fakes)."""
+    """DF-GAN G's loss, -D(fake, text). Returns (loss, no further parts, D's scores on the fakes)."""
     with autocast(cfg, x.real.device):
         d_fake = d_fakes(x, g_out["fake"]).float()
-    loss = hinge_generator_loss(d_fake)
-    return loss, {"adv": loss}, d_fake
+    return hinge_generator_loss(d_fake), {}, d_fake
 
 
 def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | None = None) -> dict[str, torch.Tensor]:

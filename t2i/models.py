@@ -185,4 +185,5 @@ def build(arch: str, cfg) -> tuple[nn.Module, nn.Module]:
     """A freshly initialised (G, D) pair of family ``arch`` for its config ``cfg``."""
     from t2i.models_df import DFDiscriminator, DFGenerator
 
-    return build_models(cfg) if arch == "gan-cls" else (DFGenerator(cfg), DFDiscriminator(cfg))
+    G, D = {"gan-cls": (Generator, Discriminator), "df-gan": (DFGenerator, DFDiscriminator)}[arch]
+    return G(cfg), D(cfg)

@@ -89,7 +89,7 @@ class Fusion(nn.Module):
 
 
 class GBlock(nn.Module):
-    """Upsample x2, then shortcut(x) + conv(fuse(conv(fuse(x, c))), c)): (B, c_in, H, W) -> (B, c_out, 2H, 2W)."""
+    """Upsample x2, then shortcut(x) + conv2(fuse2(conv1(fuse1(x, c)), c)): (B, c_in, H, W) -> (B, c_out, 2H, 2W)."""
 
     def __init__(self, cond_dim: int, c_in: int, c_out: int, hidden: int | None = None) -> None:
         super().__init__()

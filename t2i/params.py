@@ -190,6 +190,13 @@ class TrainParams(Section):
     log_every: int = Field(10, ge=1)
     df_gan: DFGANParams = DFGANParams()
 
+    @model_validator(mode="after")
+    def _compile_gan_cls_only(self) -> "TrainParams":
+        if self.compile and self.arch == "df-gan":
+            raise ValueError("train.compile: not supported with arch df-gan (MA-GP's double backward is untested "
+                             "under torch.compile); set train.compile=false")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _family_epochs(cls, data):

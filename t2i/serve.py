@@ -99,7 +99,7 @@ class Demo:
                 "images": self.draw(self.noise(n, seed), emb.expand(n, -1))}
 
     def interpolate(self, first: str, second: str, seed: int = 0) -> dict:
-        """GAN-INT: one noise vector, the caption embedding moving from ``first`` to ``second``."""
+        """An interpolation strip: one noise vector, the caption embedding moving from ``first`` to ``second``."""
         (a, cut_a), (b, cut_b) = self.caption(first), self.caption(second)
         e = torch.from_numpy(self.encoder.encode([a, b]))  # (2, D)
         t = torch.linspace(0, 1, INTERP_STEPS)[:, None]  # (steps, 1)

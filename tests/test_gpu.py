@@ -42,3 +42,16 @@ def test_training_on_cuda_saves_a_generator_that_loads_on_cpu(train_urls, tmp_pa
 def test_bench_times_the_cuda_step():
     r = train_step(TrainParams(ngf=16, ndf=16, batch_size=16), image_size=64, emb_dim=32, device="cuda", seconds=0.5)
     assert r["img_s"] > 0 and r["flops_per_img"] > 0
+
+
+@pytest.mark.parametrize("fast", [{}, {"precision": "bf16", "channels_last": True}])
+def test_df_gan_step_with_ma_gp_on_cuda(fast):
+    from t2i.gan import model_config
+
+    cfg = TrainParams(arch="df-gan", batch_size=16, device="cuda", df_gan={"ngf": 16, "ndf": 16}, **fast)
+    t = trainables(cfg, model_config(cfg, 32, 64), "cuda")
+    before = [p.detach().clone() for p in (*t.G.parameters(), *t.D.parameters())]
+    out = gan_step(t, step_inputs(fake_batch(16, 64, 32), cfg, torch.Generator().manual_seed(0), "cuda"), cfg)
+    assert all(v.device.type == "cuda" and torch.isfinite(v) for v in out.values()) and "d_magp" in out
+    after = list((*t.G.parameters(), *t.D.parameters()))
+    assert sum(not torch.equal(a, b) for a, b in zip(before, after)) > 0.5 * len(after)
