@@ -1,18 +1,21 @@
-# make repro: set up (once) and run the whole DVC pipeline on the default params.
-# make test:  set up (once) and run the test suite.
+# make repro:     set up (once) and run the whole DVC pipeline on the default params.
+# make test:      set up (once) and run the whole test suite (what CI runs).
+# make test-fast: the suite without the tests marked slow (the edit-test loop).
+# Another torch build: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu (or .../cu126).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 
-.PHONY: setup repro test bench clean browser
+.PHONY: setup repro test test-fast clean browser
 setup: $(VENV)/.installed
 
 # Torch first, on its own: the CPU build of 2.13.0 here. Installing it before the project means
 # no dependency can drag in a multi-GB CUDA build (torch>=2.2 is already satisfied).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e ".[test]"
 	test -d .dvc || $(BIN)/dvc init -q
 	touch $@
@@ -22,6 +25,9 @@ repro: setup
 
 test: setup browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
 
 # The `t2i serve` page is tested in Debian's headless chromium. Installed when missing and
 # apt-get is allowed (root); elsewhere the browser test is skipped, except under CI=true.

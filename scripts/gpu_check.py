@@ -8,7 +8,7 @@ all-MiniLM-L6-v2 weights (88 MB, more than a call may carry). So:
 - ``run OUT`` (there, from scripts/gpu-check.sh) draws and shards the same dataset with the
   ``t2i`` stages, embeds it by looking the captions up in that table (the vectors the embed
   stage would write), then: ``t2i bench`` figures at batch 64 and 256 (ngf = ndf = 64, fp32
-  eager against bf16 + channels_last), a training run at Reed et al.'s width through the
+  eager against bf16 + channels_last), a training run at width 64 (ngf = ndf = 64) through the
   evaluator and evaluate stages, and a profile of one step. Results go to OUT: bench-64.json,
   bench-256.json, run.json, metrics.json, grid.png, profile.txt.
 
@@ -63,17 +63,18 @@ def stage(name: str, data: Path, sets: list[str]) -> None:
 
 def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int, seconds: float) -> None:
     from t2i import bench
-    from t2i.data import embedding_dir, shard_dir
     from t2i.data.embed import embed_shards
     from t2i.data.loader import batches as stream
     from t2i.data.loader import embedded_urls
     from t2i.data.shards import read_manifest
+    from t2i.paths import Artifacts
     from t2i.train import DataSpec, training_loop
 
     out.mkdir(parents=True, exist_ok=True)
     p = load_params(ROOT / "params.yaml", sets)
     device = p.train.device
     data = Path(os.environ.get("GPU_CHECK_DATA", "/tmp/gpu-check-data"))
+    at = Artifacts(data, p.dataset)
     shutil.rmtree(data, ignore_errors=True)
     report: dict = {"torch": torch.__version__, "device": device,
                     "card": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
@@ -90,11 +91,11 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
                            "scripts/gpu_check.py prepare with the same -S overrides")
         return np.stack([lookup[t] for t in texts])
 
-    embed_shards(shard_dir(data, p.dataset), embedding_dir(data, p.dataset), encode, model=p.embed.model,
+    embed_shards(at.shards, at.embeddings, encode, model=p.embed.model,
                  dim=saved["vectors"].shape[1])
     report["data_s"] = time.perf_counter() - t0
 
-    for batch in batches:  # fp32 eager against the params' fast path, at Reed et al.'s width
+    for batch in batches:  # fp32 eager against the params' fast path, at width 64
         cfg = p.train.model_copy(update={"batch_size": batch, "ngf": width, "ndf": width})
         r = bench.run(cfg, image_size=p.shard.image_size, device=device, seconds=seconds)
         (out / f"bench-{batch}.json").write_text(json.dumps(r, indent=2))
@@ -104,21 +105,21 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
     t0 = time.perf_counter()
     stage("evaluator", data, sets)
     report["evaluator_s"] = time.perf_counter() - t0
-    src = embedding_dir(data, p.dataset)
+    src = at.embeddings
     manifest = read_manifest(src)
     spec = DataSpec(emb_dim=manifest["emb_dim"], image_size=manifest["image_size"], text_model=manifest["text_model"],
                     num_samples=manifest["splits"]["train"]["count"])
     t0 = time.perf_counter()  # the train stage without DVCLive (not installed there)
-    summary = training_loop(embedded_urls(src, "train"), data / "models" / p.dataset, p.train, data=spec,
-                            checkpoint_dir=data / "checkpoints" / p.dataset)
+    summary = training_loop(embedded_urls(src, "train"), at.models, p.train, data=spec,
+                            checkpoint_dir=at.checkpoints)
     report["train_s"] = time.perf_counter() - t0
     report["epoch_s"] = report["train_s"] / p.train.epochs
     report["train"] = {**summary, "params": p.train.model_dump()}
     stage("evaluate", data, sets)
-    metrics = data / "eval" / p.dataset / "metrics.json"
+    metrics = at.metrics
     report["metrics"] = json.loads(metrics.read_text())
     shutil.copy(metrics, out / "metrics.json")
-    shutil.copy(data / "eval" / p.dataset / "grid.png", out / "grid.png")
+    shutil.copy(at.eval / "grid.png", out / "grid.png")
 
     # Where one step's time goes: the top kernels of profiled steps at the largest batch.
     from torch.profiler import ProfilerActivity, profile

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from t2i.params import load_params
+from t2i.paths import Artifacts
 
 SHOWN = (  # printed where the dataset has them (CUB has no phrasing metric)
          "attr/petal_colour/fake", "attr/centre_colour/fake", "attr/petal_count/fake", "attr/petal_shape/fake",
@@ -54,9 +55,8 @@ def main() -> None:
     ap.add_argument("revs", nargs="+", help="git revisions (commits, experiment refs) with a dvc.lock")
     ap.add_argument("--cache", type=Path, default=Path(".dvc/cache"), help="DVC cache holding the generators")
     args = ap.parse_args()
-    dataset = load_params("params.yaml").dataset
-    models = Path("data/models") / dataset
-    metrics_json = Path("data/eval") / dataset / "metrics.json"
+    at = Artifacts(Path("data"), load_params("params.yaml").dataset)
+    models, metrics_json = at.models, at.metrics
     results = {}
     try:
         for rev in args.revs:

@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from t2i.params import load_params
+from t2i.paths import Artifacts
 
 COLUMNS = ("attr/petal_colour", "attr/centre_colour", "attr/petal_count", "attr/petal_shape")
 SCORES = ("r_precision/fake", "diversity/ratio", "fd_evaluator", "phrasing/petal_colour/novel",
@@ -45,23 +46,23 @@ def main() -> None:
     results: dict = {}
     for seed in args.seeds:
         data = args.scratch / f"seed{seed}"
-        (data / "embeddings").mkdir(parents=True, exist_ok=True)
-        link = data / "embeddings" / dataset
-        if not link.exists():
-            link.symlink_to(Path("data/embeddings", dataset).resolve())
+        at = Artifacts(data, dataset)
+        at.embeddings.parent.mkdir(parents=True, exist_ok=True)
+        if not at.embeddings.exists():
+            at.embeddings.symlink_to(Artifacts(Path("data"), dataset).embeddings.resolve())
         given = args.evaluators / f"seed{seed}" / "evaluator.pt" if args.evaluators else None
         if given is not None and given.is_file():
-            (data / "evaluator" / dataset).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(given, data / "evaluator" / dataset / "evaluator.pt")
-        elif not (data / "evaluator" / dataset / "evaluator.pt").is_file():
+            at.evaluator_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(given, at.evaluator)
+        elif not at.evaluator.is_file():
             t2i("evaluator", "-S", f"evaluator.seed={seed}", "--data", str(data))
         for name, path in models.items():
-            (data / "models" / dataset).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, data / "models" / dataset / "generator.pt")
+            at.models.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, at.generator)
             t2i("evaluate", "--data", str(data))
             kept = data / f"eval-{name}"  # metrics.json, grid.png, interpolation.png of this model
             shutil.rmtree(kept, ignore_errors=True)
-            shutil.copytree(data / "eval" / dataset, kept)
+            shutil.copytree(at.eval, kept)
             results[f"{name} seed{seed}"] = json.loads((kept / "metrics.json").read_text())
     (args.scratch / "spread.json").write_text(json.dumps(results, indent=1))
     head = ["model, evaluator seed", *(c.split("/")[1] for c in COLUMNS), *SCORES]

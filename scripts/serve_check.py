@@ -31,11 +31,12 @@ def main() -> None:
 
     import uvicorn
 
+    from t2i.paths import Artifacts
     from t2i.serve import Demo, create_app
 
     t0 = time.perf_counter()
-    demo = Demo(a.data / "models" / a.dataset / "generator.pt", evaluator=a.data / "evaluator" / a.dataset / "evaluator.pt",
-                metrics=a.data / "eval" / a.dataset / "metrics.json", name=a.dataset)
+    at = Artifacts(a.data, a.dataset)
+    demo = Demo(at.generator, evaluator=at.evaluator, metrics=at.metrics, name=a.dataset)
     print(f"start-up (generator, text model, evaluator): {time.perf_counter() - t0:.1f} s")
     server = uvicorn.Server(uvicorn.Config(create_app(demo), host="127.0.0.1", port=a.port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()

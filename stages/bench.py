@@ -7,18 +7,19 @@ from pathlib import Path
 import typer
 
 from stages.common import DataDir, Overrides, ParamsFile, params
+from t2i.paths import Artifacts
 
 
 def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = None, data: DataDir = Path("data")) -> None:
     """Train step, loader, shard and embed throughput, and peak memory, for the current params."""
     p = params(params_file, overrides)
     from t2i import bench
-    from t2i.data import embedding_dir
     from t2i.data.loader import batches, embedded_urls
     from t2i.io import write_json_atomic
-    from t2i.text import pick_device
+    from t2i.device import pick_device
 
-    src = embedding_dir(data, p.dataset)
+    at = Artifacts(data, p.dataset)
+    src = at.embeddings
     urls = embedded_urls(src, "train") if (src / "manifest.json").is_file() else None
     emb_dim, size, captions = 384, p.shard.image_size, None
     if urls:  # the real shapes and captions of the embedded dataset (first 2000 images)
@@ -27,6 +28,6 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
         captions = [c for b in first for cs in b["captions"] for c in cs]
     results = bench.run(p.train, urls=urls, emb_dim=emb_dim, image_size=size, captions=captions,
                         device=pick_device(p.train.device))
-    write_json_atomic(data / "bench" / "results.json", results)
+    write_json_atomic(at.bench, results)
     typer.echo(bench.table(results))
-    typer.echo(f"bench: -> {data / 'bench' / 'results.json'}")
+    typer.echo(f"bench: -> {at.bench}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
-from t2i.data import raw_dir
+from t2i.paths import Artifacts
 
 
 def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = None, data: DataDir = Path("data")) -> None:
@@ -16,7 +16,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     p = params(params_file, overrides)
     from t2i.data.sources import prepare_raw
 
-    out = raw_dir(data, p.dataset)
+    out = Artifacts(data, p.dataset).raw
     with Timer() as t:
         info = prepare_raw(out, p)
     for name, src in info.get("sources", {}).items():

@@ -7,7 +7,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
-from t2i.data import embedding_dir, shard_dir
+from t2i.paths import Artifacts
 from t2i.data.embed import embed_shards
 from t2i.data.shards import read_manifest
 
@@ -16,7 +16,8 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     """Encode every caption (each distinct caption once) into float16 embedded shards."""
     p = params(params_file, overrides)
     cfg = p.embed
-    src, out = shard_dir(data, p.dataset), embedding_dir(data, p.dataset)
+    at = Artifacts(data, p.dataset)
+    src, out = at.shards, at.embeddings
     total = sum(s["count"] for s in read_manifest(src)["splits"].values())  # fails early if missing
     from t2i.text import TextEncoder
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
-from t2i.data import embedding_dir
+from t2i.paths import Artifacts
 
 
 def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = None, data: DataDir = Path("data")) -> None:
@@ -17,21 +17,22 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     from t2i.data.loader import embedded_urls
     from t2i.evaluate import evaluate
     from t2i.evaluator import load_evaluator
-    from t2i.text import pick_device
+    from t2i.device import pick_device
     from t2i.checkpoint import load_generator
 
     metrics.get(cfg.metrics)  # unknown names fail before any work
     device = pick_device(cfg.device)
-    generator, config = load_generator(data / "models" / p.dataset / "generator.pt", device)
-    evaluator = load_evaluator(data / "evaluator" / p.dataset / "evaluator.pt", device)
-    out = data / "eval" / p.dataset
+    at = Artifacts(data, p.dataset)
+    generator, config = load_generator(at.generator, device)
+    evaluator = load_evaluator(at.evaluator, device)
+    out = at.eval
     encode = None
     if "phrasing" in cfg.metrics:  # captions of its own, embedded like the training ones
         from t2i.text import TextEncoder
 
         encode = TextEncoder(config["text_model"], device).encode
     with Timer() as t:
-        result = evaluate(generator, evaluator, embedded_urls(embedding_dir(data, p.dataset), "test"), out, cfg,
+        result = evaluate(generator, evaluator, embedded_urls(at.embeddings, "test"), out, cfg,
                           device=device, encode=encode)
     headline = {k: round(v, 3) for k, v in result.items() if isinstance(v, float) and "/" in k and k.endswith("fake")}
-    done("evaluate", t.seconds, f"{json.dumps(headline)} -> {out / 'metrics.json'}")
+    done("evaluate", t.seconds, f"{json.dumps(headline)} -> {at.metrics}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
-from t2i.data import embedding_dir
+from t2i.paths import Artifacts
 
 
 def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = None, data: DataDir = Path("data")) -> None:
@@ -13,10 +13,11 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     p = params(params_file, overrides)
     from t2i.data.loader import embedded_urls
     from t2i.evaluator import train_evaluator
-    from t2i.text import pick_device
+    from t2i.device import pick_device
 
-    out = data / "evaluator" / p.dataset / "evaluator.pt"
+    at = Artifacts(data, p.dataset)
+    out = at.evaluator
     with Timer() as t:
-        summary = train_evaluator(embedded_urls(embedding_dir(data, p.dataset), "train"), out, p.evaluator,
+        summary = train_evaluator(embedded_urls(at.embeddings, "train"), out, p.evaluator,
                                   device=pick_device(p.evaluator.device))
     done("evaluator", t.seconds, f"{summary} -> {out}")

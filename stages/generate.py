@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from stages.common import DataDir
+from stages.common import DataDir, Overrides, ParamsFile, params
+from t2i.paths import Artifacts
 
 MAX_COLUMNS = 16  # images per grid row
 
@@ -18,15 +19,16 @@ def main(
     n: Annotated[int, typer.Option("-n", help="Images per caption.")] = 8,
     out: Annotated[Path, typer.Option("--out", help="Grid PNG to write.")] = Path("grid.png"),
     seed: Annotated[int, typer.Option(help="Noise seed (same seed, same images).")] = 0,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="generator.pt (default: data/models/<dataset>/).")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset whose generator to use.")] = "synthetic-flowers",
+    checkpoint: Annotated[Optional[Path], typer.Option(help="generator.pt (default: that of params.yaml's dataset).")] = None,
     text_model: Annotated[Optional[str], typer.Option(help="Override the text model stored in the checkpoint.")] = None,
     each: Annotated[Optional[Path], typer.Option(help="Also write one PNG per image into this folder.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    params_file: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
     data: DataDir = Path("data"),
 ) -> None:
-    """Draw -n images for each caption with the trained generator (the format follows --out's
-    extension: .png, .jpg, .jpeg or .webp)."""
+    """Draw -n images for each caption with the trained generator of params.yaml's dataset
+    (-S dataset=cub for another; the format follows --out's extension: .png, .jpg, .jpeg or .webp)."""
     from t2i import T2IError
     from t2i.grid import image_format, make_grid, save_image
     from t2i.generate import generate
@@ -36,7 +38,7 @@ def main(
     image_format(out)  # a bad extension fails before any work
     if each is not None and each.exists() and not each.is_dir():
         raise T2IError(f"--each {each} is a file: name a folder")
-    images = generate(checkpoint or data / "models" / dataset / "generator.pt", captions, n=n, seed=seed,
+    images = generate(checkpoint or Artifacts(data, params(params_file, overrides).dataset).generator, captions, n=n, seed=seed,
                       device=device, text_model=text_model)
     per_row = min(n, MAX_COLUMNS)  # a caption's images wrap onto rows of at most MAX_COLUMNS
     rows = -(-n // per_row)

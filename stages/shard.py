@@ -7,7 +7,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
-from t2i.data import raw_dir, shard_dir
+from t2i.paths import Artifacts
 from t2i.data.raw import read_raw
 from t2i.data.shards import write_shards
 
@@ -16,10 +16,11 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     """Write train/test shards and their manifest (byte-identical on rerun)."""
     p = params(params_file, overrides)
     cfg = p.shard
-    out = shard_dir(data, p.dataset)
+    at = Artifacts(data, p.dataset)
+    out = at.shards
     with Timer() as t, tqdm(desc="shard", unit="img") as bar:
         m = write_shards(
-            read_raw(raw_dir(data, p.dataset)), out, dataset=p.dataset, image_size=cfg.image_size,
+            read_raw(at.raw), out, dataset=p.dataset, image_size=cfg.image_size,
             image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality,
             samples_per_shard=cfg.samples_per_shard, crop=cfg.crop, progress=bar.update,
         )

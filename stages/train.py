@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
-from t2i.data import embedding_dir
+from t2i.paths import Artifacts
 from t2i.data.shards import read_manifest
 
 
@@ -15,18 +15,19 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     from t2i.data.loader import batches, embedded_urls
     from t2i.train import DataSpec, training_loop
 
-    src = embedding_dir(data, p.dataset)
+    at = Artifacts(data, p.dataset)
+    src = at.embeddings
     manifest = read_manifest(src)
     urls = embedded_urls(src, "train")
     show = "test" if "test" in manifest["splits"] else "train"  # grid captions: unseen ones if any
     fixed = next(batches(embedded_urls(src, show), 8, drop_last=False))
     with Timer() as t:
         summary = training_loop(
-            urls, data / "models" / p.dataset, p.train,
+            urls, at.models, p.train,
             data=DataSpec(emb_dim=manifest["emb_dim"], image_size=manifest["image_size"],
                           text_model=manifest["text_model"], num_samples=manifest["splits"]["train"]["count"]),
-            checkpoint_dir=data / "checkpoints" / p.dataset, live_dir=data / "train" / p.dataset,
+            checkpoint_dir=at.checkpoints, live_dir=at.train_logs,
             sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]],
         )
     how = "resumed, " if summary["resumed"] else ""
-    done("train", t.seconds, f"{how}{summary['steps']} steps, {summary['epochs']} epochs -> {data / 'models' / p.dataset}")
+    done("train", t.seconds, f"{how}{summary['steps']} steps, {summary['epochs']} epochs -> {at.models}")

@@ -16,17 +16,16 @@ import torch
 
 from t2i import T2IError
 from t2i.io import save_torch
-from t2i.models import build, config_class
+from t2i.models import family
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR = "generator.pt"
-# What a checkpoint must share with the run that wants to resume it: the data, the model, the
-# losses, the optimiser and the data order. Not listed, so free to change: epochs (raising it
-# continues a finished run), logging, device, threads and workers.
-RESUME_KEYS = ("num_samples", "emb_dim", "image_size", "text_model", "batch_size", "lr", "beta1", "beta2",
-               "z_dim", "proj_dim", "ngf", "ndf", "cls", "int_coef", "int_beta", "l1_coef", "fm_coef",
-               "label_smoothing", "ca", "kl_coef", "ms_coef", "captions_per_step", "shuffle_buffer", "seed",
-               "world_size", "arch", "df_gan")
+# The few config keys a resume may change: how long (raising epochs continues a finished run),
+# how often it logs, and where and on how many threads it runs (the same run, moved). Every other
+# key of the stored config must match, including any added later: the data, the model, the
+# losses, the optimiser, the data order (workers and world_size change which samples a step
+# sees) and the numerics (precision, channels_last, compile).
+FREE_ON_RESUME = frozenset({"epochs", "log_every", "threads", "device"})
 
 
 def save_generator(path: Path, G: torch.nn.Module, config: dict) -> None:
@@ -45,8 +44,8 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, di
                        "or a damaged one") from None
     try:
         config = blob["config"]
-        arch = config.get("arch", "gan-cls")
-        G = build(arch, config_class(arch)(**config["model"]))[0]
+        config_of, generator_of, _ = family(config.get("arch", "gan-cls"))
+        G = generator_of(config_of(**config["model"]))  # no discriminator: generating needs none
         G.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise T2IError(f"cannot read generator checkpoint {path}: {str(e).splitlines()[0].split('. ')[0]}") from None
@@ -65,13 +64,14 @@ def load_state(path: Path, device: str = "cpu") -> dict | None:
 
 
 def resume_blockers(saved: dict, config: dict) -> list[str]:
-    """Why a checkpoint (its ``saved`` blob) cannot continue the run ``config``: the resume keys
-    that differ, as ``key old -> new``, or a finished epoch count past the one now asked for."""
+    """Why a checkpoint (its ``saved`` blob) cannot continue the run ``config``: the keys outside
+    ``FREE_ON_RESUME`` that differ, as ``key old -> new``, or a finished epoch count past the one now asked for."""
     old = saved.get("config", {})
     arch = (old.get("arch", "gan-cls"), config.get("arch", "gan-cls"))
     if arch[0] != arch[1]:  # another family: its other keys differ anyway
         return [f"arch {arch[0]!r} -> {arch[1]!r}"]
-    why = [f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in RESUME_KEYS if old.get(k) != config.get(k)]
+    keys = [k for k in [*config, *(k for k in old if k not in config)] if k not in FREE_ON_RESUME]
+    why = [f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in keys if old.get(k) != config.get(k)]
     if not why and saved.get("epoch", 0) > config["epochs"]:
         why.append(f"it is at epoch {saved['epoch']}, past epochs={config['epochs']}")
     return why

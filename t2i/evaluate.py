@@ -16,12 +16,11 @@ import torch
 from t2i import T2IError
 from t2i.data.loader import batches, to_float
 from t2i.evaluator import Evaluator
-from t2i.grid import add_header, make_grid, save_image
+from t2i.generate import fake_images
+from t2i.grid import INTERP_STEPS, add_header, gan_int_strip, make_grid, save_image
 from t2i.io import write_json_atomic
-from t2i.metrics import EvalContext, MetricSkipped, get
+from t2i.metrics import EvalContext, MetricSkipped, class_keys, get
 from t2i.params import EvaluateParams
-
-INTERP_STEPS = 8
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -45,27 +44,16 @@ def read_split(urls: list[str], batch_size: int, max_images: int | None) -> dict
     return {"image": torch.cat(images), "emb": torch.cat(embs), "captions": captions, "meta": meta}
 
 
-def _class_key(meta: dict, i: int):
-    return ("class", meta["class_id"]) if "class_id" in meta else ("image", i)
-
-
 def pick_distinct(meta: list[dict], k: int, gen: torch.Generator) -> list[int]:
     """``k`` image indices in a seeded order, preferring images of classes not picked yet."""
     order = torch.randperm(len(meta), generator=gen).tolist()
+    keys = class_keys(meta)
     seen, first, rest = set(), [], []
     for i in order:
-        key = _class_key(meta[i], i)
+        key = keys[i]
         (rest if key in seen else first).append(i)
         seen.add(key)
     return (first + rest)[:k]
-
-
-@torch.no_grad()
-def fake_images(generator: torch.nn.Module, z: torch.Tensor, emb: torch.Tensor, device: str,
-             batch_size: int) -> torch.Tensor:
-    """G(z, emb) in batches -> (N, 3, S, S) float in [-1, 1] on the CPU."""
-    return torch.cat([generator(zb.to(device), eb.to(device)).cpu()
-                      for zb, eb in zip(z.split(batch_size), emb.split(batch_size))])
 
 
 def _check_compatible(generator: torch.nn.Module, evaluator: Evaluator, data: dict) -> None:
@@ -131,9 +119,7 @@ def evaluate(generator: torch.nn.Module, evaluator: Evaluator, test_urls: list[s
 
         # GAN-INT: one noise vector, caption embeddings interpolated between two classes.
         a, b = pick_distinct(data["meta"], 2, gen)
-        t = torch.linspace(0, 1, INTERP_STEPS)[:, None]  # (steps, 1)
-        interp_emb = (1 - t) * emb[a] + t * emb[b]  # (steps, D)
-        interp_z = torch.randn(1, generator.cfg.z_dim, generator=gen).expand(INTERP_STEPS, -1)
+        interp_z, interp_emb = gan_int_strip(emb[a], emb[b], torch.randn(1, generator.cfg.z_dim, generator=gen))
         strip = make_grid(fake_images(generator, interp_z, interp_emb, device, batch_size), INTERP_STEPS)
         strip = add_header(strip, [f"left: {data['captions'][a][pick[a]]}",
                                     f"right: {data['captions'][b][pick[b]]}"])

@@ -88,7 +88,7 @@ class DiscriminatorPasses(nn.Module):
         self.D, self.cls = D, cls
 
     def forward(self, x: StepInputs, fake: torch.Tensor):
-        d_real, feat_real = self.D(x.real, x.emb, return_features=True)  # (B,), (B, F)
+        d_real, feat_real = self.D(x.real, x.emb, return_features=True)  # (B,), (B, ndf*8, 4, 4)
         d_wrong = self.D(x.real, x.wrong) if self.cls else None
         return d_real, feat_real, d_wrong, self.D(fake, x.emb)
 
@@ -102,7 +102,7 @@ class DiscriminatorOnFakes(nn.Module):
         self.D = D
 
     def forward(self, x: StepInputs, fake: torch.Tensor, fake_int: torch.Tensor | None, e_int: torch.Tensor | None):
-        d_fake, feat_fake = self.D(fake, x.emb, return_features=True)  # (B,), (B, F)
+        d_fake, feat_fake = self.D(fake, x.emb, return_features=True)  # (B,), (B, ndf*8, 4, 4)
         return d_fake, feat_fake, self.D(fake_int, e_int) if fake_int is not None else None
 
 
@@ -183,6 +183,7 @@ def trainables(cfg: TrainParams, model_cfg: ModelConfig | DFConfig, device: str 
     fused = {"fused": True} if str(device).startswith("cuda") else {}
     if cfg.arch == "df-gan":
         df = cfg.df_gan
+        D.open_gates(df.d_gate)
         lr_g, lr_d, betas = df.lr_g, df.lr_d, (df.beta1, df.beta2)
         g_passes, d_passes = DFGeneratorPasses(G), DFDiscriminatorPasses(D, cfg.cls, df.magp_coef, df.magp_power)
         d_fakes = DFDiscriminatorOnFakes(D)

@@ -14,6 +14,14 @@ from t2i.data.raw import check_captions
 BATCH = 256  # images drawn at a time
 
 
+@torch.no_grad()
+def fake_images(generator: torch.nn.Module, z: torch.Tensor, emb: torch.Tensor, device: str,
+                batch_size: int = BATCH) -> torch.Tensor:
+    """G(z, emb) in batches of ``batch_size`` -> (N, 3, S, S) float in [-1, 1] on the CPU."""
+    return torch.cat([generator(zb.to(device), eb.to(device)).cpu()
+                      for zb, eb in zip(z.split(batch_size), emb.split(batch_size))])
+
+
 def load_with_text(generator_path: Path, device: str, text_model: str | None = None):
     """The generator (eval mode), its stored config and its text encoder (``text_model``, or the
     one it was trained with), on the resolved ``device``; an encoder of another size is an error."""
@@ -30,7 +38,7 @@ def load_with_text(generator_path: Path, device: str, text_model: str | None = N
 def generate(generator_path: Path, captions: list[str], *, n: int = 8, seed: int = 0,
              device: str = "cpu", text_model: str | None = None) -> torch.Tensor:
     """(len(captions) * n, 3, S, S) images in [-1, 1]: ``n`` noise vectors per caption."""
-    from t2i.text import pick_device
+    from t2i.device import pick_device
 
     check_captions(captions, "t2i generate")
     if n < 1:
@@ -41,5 +49,4 @@ def generate(generator_path: Path, captions: list[str], *, n: int = 8, seed: int
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(len(captions) * n, G.cfg.z_dim, generator=g).to(device)
     emb = emb.repeat_interleave(n, dim=0)  # (C * n, D)
-    with torch.no_grad():
-        return torch.cat([G(zb, eb).cpu() for zb, eb in zip(z.split(BATCH), emb.split(BATCH))])
+    return fake_images(G, z, emb, device, BATCH)

@@ -10,11 +10,13 @@ from PIL import Image, ImageDraw, ImageFont
 from t2i import T2IError
 from t2i.data.loader import to_uint8
 from t2i.io import atomic_file
+from t2i.losses import interpolate_embeddings
 
 PAD = 2  # pixels between grid cells
 LABEL_WIDTH = 256  # pixels of the caption strip left of each grid row
 TEXT, BACKGROUND = (20, 20, 20), (255, 255, 255)
 FONT_SIZE = 11
+INTERP_STEPS = 8  # images in a GAN-INT strip (evaluation's interpolation.png, ``t2i serve``)
 
 
 def _font():
@@ -74,6 +76,15 @@ def make_grid(images: torch.Tensor, nrow: int, labels: list[str] | None = None,
         for c in range(min(nrow, n - r * nrow)):
             canvas.paste(Image.fromarray(pixels[r * nrow + c]), (left + PAD + c * (w + PAD), y))
     return canvas
+
+
+def gan_int_strip(left: torch.Tensor, right: torch.Tensor, z: torch.Tensor,
+                  steps: int = INTERP_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator inputs of a GAN-INT strip: the one noise vector ``z`` (1, z_dim) at every
+    step, and the caption embedding moving in equal steps from ``left`` (D,) to ``right`` (D,).
+    Returns z (steps, z_dim) and emb (steps, D)."""
+    emb = torch.stack([interpolate_embeddings(right, left, t) for t in torch.linspace(0, 1, steps).tolist()])
+    return z.expand(steps, -1), emb
 
 
 def add_header(image: Image.Image, lines: list[str]) -> Image.Image:

@@ -1,7 +1,7 @@
 """DCGAN generator and matching-aware discriminator for GAN-CLS (Reed et al. 2016), and
 ``build``, which picks a model family (this one or DF-GAN's, t2i/models_df.py) by name.
 
-Shapes in comments are for the default 64x64 config: B = batch, ngf = ndf = 64.
+Shapes in comments are for 64x64 images; B = batch, ngf and ndf the base widths (train.ngf, train.ndf).
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ def blocks_between(image_size: int) -> int:
 
 @dataclass
 class ModelConfig:
-    emb_dim: int = 384  # sentence embedding size (all-MiniLM-L6-v2)
-    z_dim: int = 100  # noise size
-    proj_dim: int = 128  # text embedding is compressed to this size
-    ngf: int = 64  # generator base width
-    ndf: int = 64  # discriminator base width
-    image_size: int = 64
+    """GAN-CLS's shapes. No defaults: ``t2i.gan.model_config`` fills them from the params (the
+    one source of defaults) and the data, and a checkpoint stores them."""
+
+    emb_dim: int  # sentence embedding size (384: all-MiniLM-L6-v2)
+    z_dim: int  # noise size
+    proj_dim: int  # text embedding is compressed to this size
+    ngf: int  # generator base width
+    ndf: int  # discriminator base width
+    image_size: int
+    ca: bool  # conditioning augmentation (StackGAN): G samples its text code
     channels: int = 3
-    ca: bool = False  # conditioning augmentation (StackGAN): G samples its text code
 
     def __post_init__(self) -> None:
         blocks_between(self.image_size)
@@ -168,22 +171,14 @@ class Discriminator(nn.Module):
         return (logits, feat) if return_features else logits
 
 
-def build_models(cfg: ModelConfig | None = None) -> tuple[Generator, Discriminator]:
-    """Return a freshly initialised (G, D) pair for `cfg` (defaults if None)."""
-    cfg = cfg if cfg is not None else ModelConfig()
-    return Generator(cfg), Discriminator(cfg)
+def family(arch: str) -> tuple[type, type, type]:
+    """The (config, generator, discriminator) classes of model family ``arch`` (``train.arch``)."""
+    from t2i.models_df import DFConfig, DFDiscriminator, DFGenerator  # models_df imports this module
 
-
-def config_class(arch: str) -> type:
-    """The shape config of a model family (``train.arch``): ModelConfig or DFConfig."""
-    from t2i.models_df import DFConfig
-
-    return {"gan-cls": ModelConfig, "df-gan": DFConfig}[arch]
+    return {"gan-cls": (ModelConfig, Generator, Discriminator), "df-gan": (DFConfig, DFGenerator, DFDiscriminator)}[arch]
 
 
 def build(arch: str, cfg) -> tuple[nn.Module, nn.Module]:
     """A freshly initialised (G, D) pair of family ``arch`` for its config ``cfg``."""
-    from t2i.models_df import DFDiscriminator, DFGenerator
-
-    G, D = {"gan-cls": (Generator, Discriminator), "df-gan": (DFGenerator, DFDiscriminator)}[arch]
+    _, G, D = family(arch)
     return G(cfg), D(cfg)

@@ -9,7 +9,8 @@ embedding, and every block sees it, so the text can shape the image at every sca
 
 Shapes in comments are for 64x64 images, ngf = ndf = 32, a 384-d embedding and z_dim = 100.
 Written from the paper and the facts of tobran/DF-GAN (widths, the affine's zero-initialised
-last layer, the residual D with a learnt gate), not from its code.
+last layer, the residual D with a learnt gate), not from its code. One change for short runs is
+a param: ``train.df_gan.d_gate`` starts D's residual gates open (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from t2i.models import blocks_between
 
 @dataclass
 class DFConfig:
-    emb_dim: int = 384  # sentence embedding size (all-MiniLM-L6-v2)
-    z_dim: int = 100  # noise size
-    ngf: int = 32  # generator base width (the paper's nf for birds)
-    ndf: int = 32  # discriminator base width
-    image_size: int = 64
+    """DF-GAN's shapes. No defaults: ``t2i.gan.model_config`` fills them from the params (the one
+    source of defaults) and the data, and a checkpoint stores them."""
+
+    emb_dim: int  # sentence embedding size (384: all-MiniLM-L6-v2)
+    z_dim: int  # noise size
+    ngf: int  # generator base width (the paper's nf for birds: 32)
+    ndf: int  # discriminator base width
+    image_size: int
+    fusion_hidden: int | None  # hidden width of each affine's MLPs; None: the block's channels
     channels: int = 3
-    fusion_hidden: int | None = None  # hidden width of each affine's MLPs; None: the block's channels
 
     def __post_init__(self) -> None:
         blocks_between(self.image_size)
@@ -125,7 +129,8 @@ class DFGenerator(nn.Module):
 
 
 class DBlock(nn.Module):
-    """Downsample x2: shortcut(avgpool(x)) + gamma * residual(x), gamma a learnt scalar from 0.
+    """Downsample x2: shortcut(avgpool(x)) + gamma * residual(x), gamma a learnt scalar (from 0 in
+    DF-GAN; ``DFDiscriminator.open_gates`` sets another start).
     (DF-GAN pools after its 1x1 shortcut; both are linear, so pooling first is the same map on
     a quarter of the pixels.)"""
 
@@ -169,6 +174,14 @@ class DFDiscriminator(nn.Module):
         # -> (B, 64, 32, 32) -> (B, 128, 16, 16) -> (B, 256, 8, 8) -> (B, 256, 4, 4)
         self.blocks = nn.Sequential(*(DBlock(c_in, c_out) for c_in, c_out in zip(chans, chans[1:])))
         self.head = ConditionalHead(chans[-1], cfg.emb_dim, cfg.ndf)
+
+    @torch.no_grad()
+    def open_gates(self, value: float) -> None:
+        """Start every block's residual gate at ``value``. DF-GAN starts them at 0, so that D begins
+        as a nearly linear map that grows its residual branches over some 100k steps; opened at 1
+        the residual convolutions work from the first step (train.df_gan.d_gate)."""
+        for block in self.blocks:
+            block.gamma.fill_(value)
 
     def features(self, img: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 8 ndf, 4, 4), before the text is joined in."""

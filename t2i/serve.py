@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict
 
 from t2i import T2IError
 from t2i.data.loader import to_uint8
-from t2i.data.raw import check_captions
+from t2i.data.raw import check_captions, one_line
+from t2i.grid import gan_int_strip
 
 MAX_CAPTION = 300  # characters; longer captions are cut at the last space before this
 MAX_IMAGES = 64
-INTERP_STEPS = 8
 STATIC = Path(__file__).parent / "static"
 
 
@@ -43,7 +43,7 @@ class Demo:
     def __init__(self, generator: Path, *, evaluator: Path | None = None, metrics: Path | None = None,
                  device: str = "cpu", name: str | None = None) -> None:
         from t2i.generate import load_with_text
-        from t2i.text import pick_device
+        from t2i.device import pick_device
 
         self.device = pick_device(device)
         # A missing or unreadable file is a one-line error here, before the server starts.
@@ -68,7 +68,7 @@ class Demo:
     def caption(text: str) -> tuple[str, int | None]:
         """The caption to use and, when it was cut, the character it was cut at."""
         check_captions([text], "t2i serve")
-        text = " ".join(text.split())
+        text = one_line(text)
         if len(text) <= MAX_CAPTION:
             return text, None
         cut = text.rfind(" ", 0, MAX_CAPTION + 1)
@@ -102,9 +102,7 @@ class Demo:
         """An interpolation strip: one noise vector, the caption embedding moving from ``first`` to ``second``."""
         (a, cut_a), (b, cut_b) = self.caption(first), self.caption(second)
         e = torch.from_numpy(self.encoder.encode([a, b]))  # (2, D)
-        t = torch.linspace(0, 1, INTERP_STEPS)[:, None]  # (steps, 1)
-        emb = (1 - t) * e[0] + t * e[1]  # (steps, D)
-        z = self.noise(1, seed).expand(INTERP_STEPS, -1)  # the same noise at every step
+        z, emb = gan_int_strip(e[0], e[1], self.noise(1, seed))  # the same noise at every step
         return {"captions": [a, b], "cut_at": [cut_a, cut_b], "seed": seed, "images": self.draw(z, emb)}
 
 

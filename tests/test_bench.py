@@ -10,9 +10,9 @@ TINY = TrainParams(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, threads=1, s
 def test_rows_are_measured(train_urls):
     r = bench.run(TINY, urls=train_urls, emb_dim=16, image_size=32, seconds=0.2)
     t = r["train"]
-    assert t["img_s"] > 0 and t["reed_width_img_s"] > 0 and t["peak_share"] > 0  # no upper bound: load skews it
-    assert t["fp32_eager_img_s"] > 0 and t["speedup"] > 0 and t["reed_width_speedup"] > 0
-    assert t["reed_width_flops_per_img"] > 10 * t["flops_per_img"] > 0  # width 64 vs 8: far more work
+    assert t["img_s"] > 0 and t["wide_img_s"] > 0 and t["peak_share"] > 0  # no upper bound: load skews it
+    assert t["fp32_eager_img_s"] > 0 and t["speedup"] > 0 and t["wide_speedup"] > 0
+    assert t["wide_flops_per_img"] > 10 * t["flops_per_img"] > 0  # width 64 vs 8: far more work
     assert r["load"]["batches_s"] > 0 and r["load"]["ratio"] > 0
     assert r["shard"]["img_s"] > 0 and r["memory"]["peak_rss_mib"] > 50
     text = bench.table(r)
@@ -26,7 +26,7 @@ def test_both_families_are_measured():
     # same widths: DF-GAN's 3x3 convolutions and MA-GP's double backward cost more per image
     assert f["df-gan"]["flops_per_img"] > 1.5 * f["gan-cls"]["flops_per_img"] > 0
     df = bench.run(cfg.model_copy(update={"arch": "df-gan"}), image_size=32, emb_dim=16, seconds=0.2)["train"]
-    assert df["arch"] == "df-gan" and df["ngf"] == 8 and df["reed_width_flops_per_img"] > 10 * df["flops_per_img"]
+    assert df["arch"] == "df-gan" and df["ngf"] == 8 and df["wide_flops_per_img"] > 10 * df["flops_per_img"]
 
 
 def test_embed_row_compares_with_plain_encode():

@@ -150,10 +150,12 @@ def embedded(tmp_path, make_embedded):
     return target
 
 
-@pytest.mark.parametrize("stage", ["train", "evaluator"])
-def test_truncated_embedded_shard_is_named(tmp_path, embedded, damage, stage):
+@pytest.mark.parametrize("stage, extra", [("train", []), ("evaluator", []), ("train", ["-S", "train.workers=2"])],
+                         ids=["train", "evaluator", "train-in-workers"])
+def test_truncated_embedded_shard_is_named(tmp_path, embedded, damage, stage, extra):
+    """The same line whether the shard is read in the main process or in a DataLoader worker."""
     damage.truncate_half(embedded / "train-000001.tar")
-    line = error_line(t2i(tmp_path, stage, "--data", "data", *TINY_TRAIN), strict=False)
+    line = error_line(t2i(tmp_path, stage, "--data", "data", *TINY_TRAIN, *extra), strict=False)
     assert line.startswith(f"error: corrupt or truncated shard data/embeddings/{DATASET}/train-000001.tar: ")
 
 

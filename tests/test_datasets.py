@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import realdata
+from tests import realdata
 from t2i import T2IError
 from t2i.data.raw import read_raw
 from t2i.data.shards import square
@@ -210,8 +210,8 @@ def test_bbox_crop_is_stackgan_style():
 def test_t2i_download_over_http_resumes_and_reports(tmp_path, cub_mirror):
     """`t2i download -S dataset=cub`: the download alone, from a mirror whose first transfer of
     each file is cut half-way (resumed with Range), then a rerun that fetches nothing."""
-    from httpserver import serve
-    from test_cli_errors import t2i
+    from tests.httpserver import serve
+    from tests.test_cli_errors import t2i
 
     size = (tmp_path / "mirror/CUB_200_2011.tgz").stat().st_size
     args = ("download", "-S", "dataset=cub", "-S", f"download.md5={md5_map(cub_mirror)}", "-S", "download.backoff=0",
@@ -235,8 +235,8 @@ def test_whole_pipeline_on_a_real_dataset_layout(dataset, ranges, tmp_path):
     """download -> shard -> embed -> train -> evaluator -> evaluate, the source files served over
     HTTP by a mirror (with and without Range support): `dvc repro` with dataset: cub in
     params.yaml, and `dvc exp run -S dataset=oxford-102 ...` as the README shows it."""
-    from httpserver import serve
-    from project import dvc, make_project
+    from tests.httpserver import serve
+    from tests.project import dvc, make_project
 
     md5s = (realdata.cub_files if dataset == "cub" else realdata.oxford_files)(tmp_path / "mirror")
     with serve(tmp_path / "mirror", ranges=ranges) as server:
@@ -267,7 +267,7 @@ def test_unlabelled_folder_through_evaluator_and_evaluate(tmp_path):
     text projection, and evaluate says why attribute accuracy is skipped."""
     import torch
 
-    from conftest import bow_encode
+    from tests.conftest import bow_encode
     from t2i.data.embed import embed_shards
     from t2i.data.loader import embedded_urls
     from t2i.data.shards import write_shards
@@ -293,7 +293,7 @@ def test_unlabelled_folder_through_evaluator_and_evaluate(tmp_path):
     assert summary["attributes"] == {}
     evaluator = load_evaluator(tmp_path / "evaluator.pt")
     torch.manual_seed(0)
-    generator = Generator(ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32))
+    generator = Generator(ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=False))
     result = evaluate(generator, evaluator, embedded_urls(tmp_path / "emb", "test"), tmp_path / "eval",
                       EvaluateParams(metrics=["attribute_accuracy", "r_precision", "frechet_distance"], batch_size=8,
                                      grid_captions=2, grid_noise=2))

@@ -19,7 +19,7 @@ from t2i.params import GAN_CLS_ONLY, TrainParams
 from tests.test_train import TINY, train
 
 DF = {**TINY, "arch": "df-gan", "df_gan": {"ngf": 4, "ndf": 4}}
-CFG = DFConfig(emb_dim=16, z_dim=8, ngf=4, ndf=4, image_size=32)
+CFG = DFConfig(emb_dim=16, z_dim=8, ngf=4, ndf=4, image_size=32, fusion_hidden=None)
 
 
 def randomise_affines(G: nn.Module, seed: int = 0) -> None:
@@ -40,12 +40,29 @@ def sha(path) -> str:
 
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_shapes_and_range(size):
-    cfg = DFConfig(emb_dim=16, z_dim=8, ngf=4, ndf=4, image_size=size)
+    cfg = DFConfig(emb_dim=16, z_dim=8, ngf=4, ndf=4, image_size=size, fusion_hidden=None)
     G, D = DFGenerator(cfg), DFDiscriminator(cfg)
     img = G(torch.randn(3, 8), torch.randn(3, 16))
     assert img.shape == (3, 3, size, size) and img.abs().max() <= 1
     assert len(G.blocks) == cfg.n_blocks and D.features(img).shape == (3, 32, 4, 4)  # 8 ndf at 4x4
     assert D(img, torch.randn(3, 16)).shape == (3,)
+
+
+@pytest.mark.parametrize("gate", [0.0, 1.0])
+def test_d_gate_sets_where_the_residual_gates_start(gate):
+    """train.df_gan.d_gate: 0 is DF-GAN's start (D begins as pooled 1x1 shortcuts), 1 opens the
+    residual convolutions from the first step; either way the gates are learnt from there."""
+    from t2i.gan import model_config, trainables
+
+    cfg = TrainParams(**{**DF, "df_gan": {**DF["df_gan"], "d_gate": gate}})
+    t = trainables(cfg, model_config(cfg, 16, 32))
+    gates = [b.gamma for b in t.D.blocks]
+    assert len(gates) == CFG.n_blocks and all(g.item() == gate and g.requires_grad for g in gates)
+    img = torch.randn(2, 3, 32, 32)
+    closed = DFDiscriminator(CFG)
+    closed.load_state_dict(t.D.state_dict())
+    closed.open_gates(0.0)
+    assert torch.equal(closed.features(img), t.D.features(img)) == (gate == 0.0)
 
 
 def test_the_sentence_changes_the_output_of_every_generator_block():
@@ -227,7 +244,7 @@ def test_generate_draws_with_a_df_gan_generator(tmp_path):
     from t2i.generate import generate
 
     torch.manual_seed(0)
-    cfg = DFConfig(emb_dim=384, z_dim=8, ngf=4, ndf=4, image_size=32)
+    cfg = DFConfig(emb_dim=384, z_dim=8, ngf=4, ndf=4, image_size=32, fusion_hidden=None)
     G = DFGenerator(cfg)
     randomise_affines(G)
     save_generator(tmp_path / GENERATOR, G, {"arch": "df-gan", "model": asdict(cfg), "text_model": "all-MiniLM-L6-v2"})

@@ -13,7 +13,7 @@ import gdown.exceptions
 import pytest
 import requests
 import urllib3
-from httpserver import Request, serve
+from tests.httpserver import Request, serve
 
 from t2i import T2IError
 from t2i.data.download import Fetched, RemoteFile, extract, fetch, file_hashes, quarantine

@@ -34,7 +34,7 @@ def setup(tmp_path_factory, make_embedded):
     emb = make_embedded(tmp, 64, image_size=S, dim=DIM, test_fraction=0.3, encode=hashed_encode)
     metas = [m for b in batches(embedded_urls(emb, "train"), 100, drop_last=False) for m in b["meta"]]
     torch.manual_seed(0)
-    generator = Generator(ModelConfig(emb_dim=DIM, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=S))
+    generator = Generator(ModelConfig(emb_dim=DIM, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=S, ca=False))
     evaluator = Evaluator(discover_attributes(metas), emb_dim=DIM, image_size=S, feat_dim=32).eval()
     return tmp, generator, evaluator, embedded_urls(emb, "test")
 
@@ -94,10 +94,10 @@ def test_bad_arguments(setup, tmp_path) -> None:
     _, _, evaluator, urls = setup
     with pytest.raises(T2IError, match="evaluate.max_images"):  # ranges are checked once, in params.py
         load_params(None, ["evaluate.max_images=1"])
-    big = Generator(ModelConfig(emb_dim=DIM, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=64))
+    big = Generator(ModelConfig(emb_dim=DIM, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=64, ca=False))
     with pytest.raises(T2IError, match="generator makes 64x64 images but the test split is 32x32"):
         evaluate(big, evaluator, urls, tmp_path / "x", EvaluateParams(metrics=[]))
-    other = Generator(ModelConfig(emb_dim=8, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=S))
+    other = Generator(ModelConfig(emb_dim=8, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=S, ca=False))
     with pytest.raises(T2IError, match="emb_dim 8"):
         evaluate(other, evaluator, urls, tmp_path / "x", EvaluateParams(metrics=[]))
     assert not (tmp_path / "x").exists()

@@ -20,7 +20,7 @@ from t2i.checkpoint import save_generator
 
 def tiny_generator(path: Path, emb_dim: int) -> Path:
     torch.manual_seed(0)
-    cfg = ModelConfig(emb_dim=emb_dim, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32)
+    cfg = ModelConfig(emb_dim=emb_dim, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=False)
     save_generator(path, Generator(cfg), {"model": vars(cfg), "text_model": "all-MiniLM-L6-v2"})
     return path
 
@@ -56,6 +56,21 @@ def test_missing_checkpoint_is_an_error(tmp_path):
     r = cli("a red flower", "--checkpoint", "nowhere/generator.pt", cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == ["error: missing generator checkpoint nowhere/generator.pt: run the train stage first"]
+
+
+def test_the_generator_is_that_of_params_dataset_or_of_an_override(tmp_path):
+    """Without --checkpoint, generate uses params.yaml's dataset (like the stages), -S overrides it."""
+    (tmp_path / "params.yaml").write_text("dataset: cub\n")
+    r = cli("a red bird", cwd=tmp_path)
+    assert r.stderr.strip().splitlines()[-1] == \
+        "error: missing generator checkpoint data/models/cub/generator.pt: run the train stage first"
+    r = cli("a red bird", "-S", "dataset=oxford-102", cwd=tmp_path)
+    assert "data/models/oxford-102/generator.pt" in r.stderr
+    (tmp_path / "data" / "models" / "cub").mkdir(parents=True)
+    tiny_generator(tmp_path / "data" / "models" / "cub" / "generator.pt", 384)
+    r = cli("a red bird", "-n", "2", "--out", "cub.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "cub.png").height >= 32
 
 
 def test_embedding_size_mismatch_is_an_error(tmp_path):

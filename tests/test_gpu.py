@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("fast", [{}, {"precision": "bf16", "channels_last": True}])
 def test_gan_step_on_cuda_updates_both_models(fast):
     cfg = TrainParams(ngf=16, ndf=16, batch_size=16, device="cuda", **fast)
-    t = trainables(cfg, ModelConfig(emb_dim=32, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=16, ndf=16, image_size=64),
+    t = trainables(cfg, ModelConfig(emb_dim=32, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=16, ndf=16, image_size=64, ca=False),
                    "cuda")
     assert all(g["fused"] for opt in (t.opt_g, t.opt_d) for g in opt.param_groups)
     before = [p.detach().clone() for p in (*t.G.parameters(), *t.D.parameters())]

@@ -4,14 +4,16 @@ and the next write removes what the killed one left behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from tests.conftest import REPO
 from t2i.io import atomic_dir, atomic_file
 
 
@@ -61,10 +63,9 @@ def test_kill_9_during_a_stage_then_rerun_leaves_nothing_behind(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     raw = tmp_path / "data" / "raw"
-    deadline = time.monotonic() + 60
-    while not (raw.exists() and any(raw.glob(".*.tmp"))) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # killed as soon as the first image is in the temporary folder:
+    while not any(raw.glob(".*.tmp/images/*")) and time.monotonic() < deadline:  # mid-write, on any machine
+        time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert any(raw.glob(".*.tmp")), "the kill came too late to leave a temporary"
@@ -72,3 +73,33 @@ def test_kill_9_during_a_stage_then_rerun_leaves_nothing_behind(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in raw.iterdir()) == ["synthetic-flowers"]
     assert len(list((raw / "synthetic-flowers" / "images").iterdir())) == 400
+
+
+def test_kill_9_during_train_then_rerun_resumes_to_the_same_generator(tmp_path, make_embedded):
+    """`t2i train` killed with SIGKILL right after its first checkpoint, then run again: it resumes
+    from that checkpoint and ends with the generator.pt bytes of an uninterrupted run."""
+    from tests.test_cli_errors import DATASET, t2i
+
+    built = make_embedded(tmp_path / "build", 32, samples_per_shard=8)
+    tiny = ["-S", "train.epochs=3", "-S", "train.batch_size=4", "-S", "train.ngf=8", "-S", "train.ndf=8",
+            "-S", "train.threads=1", "-S", "train.checkpoint_every=3"]
+    for run in ("whole", "killed"):
+        (tmp_path / run / "data" / "embeddings").mkdir(parents=True)
+        shutil.copytree(built, tmp_path / run / "data" / "embeddings" / DATASET)
+        (tmp_path / run / "params.yaml").write_text("# the built-in defaults\n")
+    assert t2i(tmp_path / "whole", "train", *tiny).returncode == 0
+
+    cmd = [sys.executable, "-c", "from stages.cli import main; main()", "train", *tiny]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen(cmd, cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "data" / "checkpoints" / DATASET / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    generator = Path("data") / "models" / DATASET / "generator.pt"
+    assert ckpt.exists() and not (tmp_path / "killed" / generator).exists(), "the kill came too late"
+    rerun = t2i(tmp_path / "killed", "train", *tiny)
+    assert rerun.returncode == 0 and "resumed" in rerun.stdout, rerun.stderr
+    assert (tmp_path / "killed" / generator).read_bytes() == (tmp_path / "whole" / generator).read_bytes()

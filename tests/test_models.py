@@ -9,7 +9,7 @@ from t2i.models import (
     Generator,
     ModelConfig,
     TextProjection,
-    build_models,
+    build,
     init_weights,
 )
 
@@ -17,7 +17,7 @@ B = 4
 
 
 def tiny(image_size: int = 64) -> ModelConfig:
-    return ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=image_size)
+    return ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=image_size, ca=False)
 
 
 def inputs(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +81,7 @@ def test_text_projection_shape() -> None:
 
 def test_init_weights_stats() -> None:
     torch.manual_seed(0)
-    G, D = build_models(tiny())
+    G, D = build("gan-cls", tiny())
     big = G.net[3].weight  # (ngf*8, ngf*4, 4, 4) = 64*32*16 weights
     assert big.numel() > 10_000
     assert abs(big.mean().item()) < 0.002
@@ -114,13 +114,20 @@ def test_init_weights_on_fresh_layer() -> None:
 @pytest.mark.parametrize("bad", [16, 48, 256])
 def test_bad_image_size(bad: int) -> None:
     with pytest.raises(ValueError, match=str(bad)):
-        ModelConfig(image_size=bad)
+        ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=bad, ca=False)
 
 
-def test_build_models_defaults() -> None:
-    G, D = build_models()
+def test_the_params_defaults_build_the_default_models() -> None:
+    """ModelConfig holds no defaults of its own: the default params give the default run's shapes."""
+    from t2i.gan import model_config
+    from t2i.params import TrainParams
+
+    cfg = model_config(TrainParams(), emb_dim=384, image_size=64)
+    G, D = build("gan-cls", cfg)
     assert isinstance(G, Generator) and isinstance(D, Discriminator)
-    assert G.cfg == ModelConfig()
+    assert (cfg.ngf, cfg.ndf, cfg.z_dim, cfg.proj_dim, cfg.ca) == (32, 32, 100, 128, False)
+    with pytest.raises(TypeError, match="missing"):
+        ModelConfig(emb_dim=384)  # no silent width
 
 
 def test_conditioning_augmentation_samples_the_text_code() -> None:

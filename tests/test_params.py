@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from t2i import T2IError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from t2i.params import DATASETS, FAMILY_EPOCHS, GAN_CLS_ONLY, Params, TrainParams, load_params
+from t2i.params import DATASETS, FAMILY, GAN_CLS_ONLY, Params, TrainParams, load_params
 
 REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 
@@ -62,14 +62,40 @@ def test_repo_params_yaml_validates():
     for section, values in raw.items():
         if isinstance(values, dict):
             for key, value in values.items():
-                if (section, key, value) == ("train", "epochs", None):  # null: the family's own
-                    value = FAMILY_EPOCHS[p.train.arch]
+                if section == "train" and key in FAMILY[p.train.arch] and value is None:  # the family's own
+                    value = FAMILY[p.train.arch][key]
                 assert dumped[section][key] == value, f"{section}.{key}"
 
 
-def test_epochs_null_means_the_familys_own():
-    assert TrainParams().epochs == TrainParams(epochs=None).epochs == FAMILY_EPOCHS["gan-cls"]
-    assert TrainParams(arch="df-gan").epochs == FAMILY_EPOCHS["df-gan"] != FAMILY_EPOCHS["gan-cls"]
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """{"train.df_gan.ngf": 16, ...}: every leaf of a nested mapping, by dotted key."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v and k != "md5":  # download.md5 is a value (a mapping)
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_params_yaml_is_the_built_in_defaults_key_by_key():
+    """One source of defaults: params.yaml names every key with exactly the pydantic default, so
+    deleting a line from it changes nothing, and TrainParams() trains what dvc repro trains."""
+    in_file = _leaves(yaml.safe_load(REPO_PARAMS.read_text()))
+    defaults = _leaves(Params().model_dump())
+    defaults["train.epochs"] = defaults["train.batch_size"] = None  # null in params.yaml: the family's own
+    assert in_file.keys() == defaults.keys(), f"keys only in params.yaml: {in_file.keys() - defaults.keys()}, " \
+        f"only in the models: {defaults.keys() - in_file.keys()}"
+    differ = {k: (in_file[k], defaults[k]) for k in in_file if in_file[k] != defaults[k]}
+    assert not differ, f"params.yaml -> built-in default: {differ}"
+    assert load_params(REPO_PARAMS) == Params()
+
+
+def test_epochs_and_batch_size_null_mean_the_familys_own():
+    for key in ("epochs", "batch_size"):
+        assert getattr(TrainParams(), key) == getattr(TrainParams(**{key: None}), key) == FAMILY["gan-cls"][key]
+        assert getattr(TrainParams(arch="df-gan"), key) == FAMILY["df-gan"][key] != FAMILY["gan-cls"][key]
+    assert TrainParams(arch="df-gan", batch_size=16).batch_size == 16  # a number given is kept
     assert TrainParams(arch="df-gan", epochs=3).epochs == 3
     with pytest.raises(T2IError, match="train.arch"):
         load_params(None, ["train.arch=stylegan"])
@@ -186,7 +212,7 @@ def test_bad_yaml_is_one_line(tmp_path, text):
 
 def test_params_are_frozen():
     p = Params()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         p.synth.num_images = 5  # type: ignore[misc]
 
 
@@ -246,3 +272,13 @@ def test_every_numeric_param_refuses_bools_and_non_finite_values():
         assert error_of(None, [f"{key}=true"]).startswith(f"params: {key}: expected a number"), key
         if kind is float:
             assert error_of(None, [f"{key}=inf"]).startswith(f"params: {key}: "), key
+
+
+def test_the_params_page_is_generated_from_the_models():
+    """docs/params.md is what scripts/params_doc.py writes from t2i/params.py and params.yaml."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(REPO_PARAMS.parent / "scripts" / "params_doc.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from project import dvc, make_project, outs, run
+from tests.project import dvc, make_project, outs, run
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,8 @@ def test_a_missing_checkpoint_fails_before_serving(tmp_path):
         Demo(tmp_path / "generator.pt")
     line = error_line(t2i(tmp_path, "serve", "--checkpoint", "nowhere/generator.pt", "--port", "1"))
     assert line == "error: missing generator checkpoint nowhere/generator.pt: run the train stage first"
+    line = error_line(t2i(tmp_path, "serve", "-S", "dataset=cub", "--port", "1"))  # params.yaml's dataset, overridden
+    assert line == "error: missing generator checkpoint data/models/cub/generator.pt: run the train stage first"
 
 
 # --------------------------------------------------------------------------- a real browser

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,53 @@ def test_folder_txt_split_by_image(tmp_path, txt_folder):
     other = folder_src.prepare_folder(tmp_path / "seed1", folder_params(txt_folder, "download.seed=1"), False)
     assert other["counts"] == info["counts"]
     assert [s["split"] for s in rows(tmp_path / "seed1")] != [s["split"] for s in samples]
+
+
+def split_folder(root: Path, sizes: dict[str, int]) -> Path:
+    """imagefolder's split layout: <split>/metadata.jsonl beside that split's images."""
+    for split, n in sizes.items():
+        (root / split).mkdir(parents=True)
+        entries = []
+        for i in range(n):
+            colour = COLOURS[i % len(COLOURS)]
+            (root / split / f"{colour}_{i:02d}.png").write_bytes(encoded(colour))
+            entries.append({"file_name": f"{colour}_{i:02d}.png", "text": f"a {colour} {split} square"})
+        write_metadata(root / split, entries)
+    return root
+
+
+def test_folder_keeps_its_train_and_test_folders(tmp_path):
+    root = split_folder(tmp_path / "split", {"train": 9, "test": 3})
+    raw, info = prepare_folder(tmp_path, folder_params(root))
+    assert info["counts"] == {"train": 9, "test": 3}
+    assert info["split"] == "given: the train/ and test/ folders"
+    for s in rows(raw):
+        assert s["split"] == s["meta"]["file"].split("/")[0] and s["split"] in s["captions"][0]
+
+
+def test_folder_keeps_a_split_column(tmp_path, txt_folder):
+    split = {f"img{i:02d}.png": "test" if i in (0, 1) else "train" for i in range(20)}
+    write_metadata(txt_folder, [{"file_name": f, "split": v} for f, v in split.items()])
+    raw, info = prepare_folder(tmp_path, folder_params(txt_folder))
+    assert info["counts"] == {"train": 18, "test": 2} and info["split"] == "given: the 'split' column of metadata.jsonl"
+    assert {s["meta"]["file"]: s["split"] for s in rows(raw)} == split
+
+
+@pytest.mark.parametrize("value, message", [("dev", "split column 'split' is 'dev', expected 'train' or 'test'"),
+                                            ("train", "puts every image in 'train'")])
+def test_a_bad_split_column_is_named(tmp_path, txt_folder, value, message):
+    write_metadata(txt_folder, [{"file_name": f"img{i:02d}.png", "split": "train" if i else value} for i in range(20)])
+    with pytest.raises(T2IError, match=re.escape(message)):
+        prepare_folder(tmp_path, folder_params(txt_folder))
+    assert not (tmp_path / "raw").exists()
+
+
+def test_an_image_outside_the_split_folders_is_named(tmp_path):
+    root = split_folder(tmp_path / "split", {"train": 4, "test": 2})
+    (root / "stray.png").write_bytes(encoded("red"))
+    (root / "stray.txt").write_text("a stray red square\n")
+    with pytest.raises(T2IError, match="stray.png is in neither"):
+        prepare_folder(tmp_path, folder_params(root))
 
 
 def test_folder_mixed_metadata_and_txt(tmp_path, txt_folder):

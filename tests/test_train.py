@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from t2i import T2IError
-from t2i.checkpoint import CHECKPOINT, GENERATOR, load_generator
+from t2i.checkpoint import CHECKPOINT, GENERATOR, load_generator, resume_blockers
 from t2i.gan import mismatched, pick_caption_embeddings
 from t2i.params import TrainParams
 from t2i.train import DataSpec, training_loop
@@ -37,13 +37,38 @@ def test_deterministic_on_cpu(train_urls, tmp_path):
     assert same(weights(tmp_path / "a" / GENERATOR), weights(tmp_path / "b" / GENERATOR))
 
 
-@pytest.mark.parametrize("switch", [dict(int_coef=0.0), dict(cls=False), dict(l1_coef=1.0),
-                                    dict(fm_coef=1.0), dict(label_smoothing=0.1), dict(captions_per_step=4),
-                                    dict(precision="bf16"), dict(ca=True), dict(ms_coef=0.0)])
+@pytest.mark.parametrize("switch", [dict(cls=False), dict(l1_coef=1.0), dict(fm_coef=1.0), dict(label_smoothing=0.1),
+                                    dict(captions_per_step=4), dict(precision="bf16")])
 def test_each_loss_switch_changes_training(train_urls, tmp_path, switch):
+    """Switches that leave the random draws alone: a different result can only come from the switch."""
     train(train_urls, tmp_path / "base", epochs=1)
     train(train_urls, tmp_path / "varied", epochs=1, **switch)
     assert not same(weights(tmp_path / "base" / GENERATOR), weights(tmp_path / "varied" / GENERATOR))
+
+
+@pytest.mark.parametrize("coef, term, params", [("int_coef", "int", {}), ("kl_coef", "kl", {"ca": True}),
+                                                  ("ms_coef", "ms", {})])
+def test_each_extra_term_enters_g_loss_with_its_weight(train_urls, coef, term, params):
+    """GAN-INT, conditioning augmentation's KL and mode seeking add their own term to G's loss,
+    weighted by their coefficient (these switches change the random draws too, so comparing
+    weights could not tell a term that is ignored from one that is used)."""
+    from t2i.data.loader import batches
+    from t2i.gan import gan_step, model_config, step_inputs, trainables
+
+    base = {**TINY, "int_coef": 0.0, "ms_coef": 0.0, **params}
+    batch = next(batches(train_urls, 8))
+    logs = {}
+    for weight in (0.0, 0.5, 2.0):
+        cfg = TrainParams(**{**base, coef: weight})
+        torch.manual_seed(0)
+        t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size))
+        x = step_inputs(batch, cfg, torch.Generator().manual_seed(0))
+        logs[weight] = gan_step(t, x, cfg)
+    assert f"g_{term}" not in logs[0.0] and all(f"g_{term}" in logs[w] for w in (0.5, 2.0))
+    for w in (0.5, 2.0):
+        assert logs[w][f"g_{term}"] > 0
+        others = sum(v for k, v in logs[w].items() if k.startswith("g_") and k != f"g_{term}")
+        torch.testing.assert_close(logs[w]["loss_g"], others + w * logs[w][f"g_{term}"])
 
 
 @pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}])
@@ -79,6 +104,21 @@ def test_unresumable_checkpoint_is_reported_with_the_keys_that_differ(train_urls
 def test_logging_and_threads_do_not_block_a_resume(train_urls, tmp_path):
     train(train_urls, tmp_path, epochs=1)
     assert train(train_urls, tmp_path, epochs=1, log_every=3, threads=2)["resumed"]
+
+
+def test_a_key_not_named_free_blocks_a_resume_even_one_added_later(train_urls, tmp_path):
+    """Resume compares every stored key but FREE_ON_RESUME's: workers, precision and a key that a
+    later version adds to the params all block, each named with its two values."""
+    train(train_urls, tmp_path, epochs=1)
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    config = dict(saved["config"])
+    assert resume_blockers(saved, config) == []
+    assert resume_blockers(saved, {**config, "epochs": 3, "log_every": 1, "threads": 4, "device": "cuda"}) == []
+    assert resume_blockers(saved, {**config, "workers": 2}) == ["workers 0 -> 2"]
+    assert resume_blockers(saved, {**config, "precision": "bf16"}) == ["precision 'fp32' -> 'bf16'"]
+    assert resume_blockers(saved, {**config, "a_new_param": 1.0}) == ["a_new_param None -> 1.0"]
+    dropped = {k: v for k, v in config.items() if k != "shuffle_buffer"}
+    assert resume_blockers(saved, dropped) == ["shuffle_buffer 16 -> None"]
 
 
 def test_raising_epochs_continues_a_finished_run(train_urls, tmp_path):
@@ -130,7 +170,7 @@ def test_a_failing_run_leaves_the_previous_logs(train_urls, tmp_path):
     before = sorted(str(p.relative_to(logs)) for p in logs.rglob("*"))
     assert any(name.endswith(".tsv") for name in before)
     bad = Path(train_urls[0]).parent / "missing-shard.tar"
-    with pytest.raises(Exception):
+    with pytest.raises(T2IError, match="missing-shard.tar"):
         training_loop([str(bad)], tmp_path / "out", TrainParams(**{**TINY, "lr": 1e-3}), data=DATA, live_dir=logs,
                       progress=False)
     assert sorted(str(p.relative_to(logs)) for p in logs.rglob("*")) == before
@@ -190,7 +230,7 @@ def test_channels_last_trains_to_the_same_kind_of_generator(train_urls, tmp_path
 
 def test_training_streams_shards_over_http(train_urls, tmp_path):
     """The same shards served by an HTTP server (object storage, a web mirror) train the same weights."""
-    from httpserver import serve
+    from tests.httpserver import serve
 
     folder = Path(train_urls[0]).parent
     train(train_urls, tmp_path / "local", epochs=1)

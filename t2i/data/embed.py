@@ -18,7 +18,7 @@ import numpy as np
 import webdataset as wds
 
 from t2i import T2IError
-from t2i.data.loader import image_tensor
+from t2i.data.loader import image_tensor, parse_captions
 from t2i.data.raw import check_captions
 from t2i.data.shards import MANIFEST, TAR_MTIME, iter_tar, read_manifest, shard_paths
 from t2i.io import atomic_dir, dump_json
@@ -54,7 +54,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def read_captions(sample: dict, where: str) -> list[str]:
     if "txt" not in sample:
         raise T2IError(f"{where}: sample {sample['__key__']} has no .txt captions")
-    lines = sample["txt"].decode("utf-8").rstrip("\n").split("\n")
+    lines = parse_captions(sample["txt"])
     check_captions(lines, f"{where}: sample {sample['__key__']}")
     return lines
 

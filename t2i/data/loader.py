@@ -37,6 +37,11 @@ def image_tensor(data: bytes, where: str) -> torch.Tensor:
         raise T2IError(f"{where}: corrupt image ({str(e).split(' <')[0] or type(e).__name__})") from None
 
 
+def parse_captions(txt: bytes) -> list[str]:
+    """A sample's ``.txt`` entry -> its captions, one per line."""
+    return txt.decode("utf-8").rstrip("\n").split("\n")
+
+
 def decode(sample: dict) -> dict:
     """Raw tar entries -> image uint8 (3, H, W), emb float32 (captions, D), captions, meta."""
     key = sample["__key__"]
@@ -48,7 +53,7 @@ def decode(sample: dict) -> dict:
     try:
         emb = torch.from_numpy(np.load(io.BytesIO(sample["emb.npy"]), allow_pickle=False).astype(np.float32))
         meta = json.loads(sample["json"])
-        captions = sample["txt"].decode().rstrip("\n").split("\n")
+        captions = parse_captions(sample["txt"])
     except (OSError, ValueError, KeyError) as e:
         raise T2IError(f"{where}: corrupt {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     return {"key": key, "image": image, "emb": emb, "captions": captions, "meta": meta,

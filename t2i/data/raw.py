@@ -32,6 +32,11 @@ class Sample:
     meta: dict = field(default_factory=dict)  # image_id, class_id, class_name, attributes, bbox, ...
 
 
+def one_line(text: str) -> str:
+    """``text`` with each run of whitespace (newlines included) made one space, none at the ends."""
+    return " ".join(text.split())
+
+
 def check_captions(captions: list[str], where: str) -> None:
     """The one caption check (raw samples, shards, the text encoder, ``t2i generate``): at least
     one caption, none empty; ``where`` says whose captions they are."""

@@ -19,7 +19,7 @@ import webdataset as wds
 from PIL import Image
 
 from t2i import T2IError
-from t2i.data.raw import SPLITS, Sample, check_sample
+from t2i.data.raw import SPLITS, Sample, check_sample, one_line
 from t2i.io import atomic_dir, dump_json, read_json
 
 TAR_MTIME = 946684800  # 2000-01-01: any fixed value makes tars reproducible
@@ -60,7 +60,7 @@ def encode_image(image: Image.Image, fmt: str, quality: int = 95) -> bytes:
 def to_record(s: Sample, image_size: int, fmt: str, quality: int, crop: str = "bbox") -> dict:
     check_sample(s)
     bbox = s.meta.get("bbox") if crop == "bbox" else None
-    captions = [" ".join(c.split()) for c in s.captions]  # one line each
+    captions = [one_line(c) for c in s.captions]
     meta = {**s.meta, "key": s.key, "split": s.split}
     return {
         "__key__": s.key,

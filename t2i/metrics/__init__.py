@@ -42,6 +42,11 @@ def get(names: list[str]) -> list[Metric]:
     return [METRICS[name] for name in names]
 
 
+def class_keys(meta: list[dict]) -> list:
+    """Per test image, its class: the class id, or the image itself when it has none."""
+    return [("class", m["class_id"]) if "class_id" in m else ("image", i) for i, m in enumerate(meta)]
+
+
 @dataclass
 class EvalContext:
     """Everything a metric may look at. Images are float in [-1, 1], fake[i] drawn from emb[i]."""
@@ -82,8 +87,8 @@ class EvalContext:
         return self._outputs[which]
 
     def class_keys(self) -> list:
-        """Per test image, its class: the class id, or the image itself when it has none."""
-        return [("class", m["class_id"]) if "class_id" in m else ("image", i) for i, m in enumerate(self.meta)]
+        """Per test image, its class (see ``class_keys``)."""
+        return class_keys(self.meta)
 
 
 # Importing the metric modules registers them.

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 from pathlib import Path
 
 from tqdm import tqdm
 
 from t2i import T2IError
 from t2i.data.download import Fetched, RemoteFile, fetch
-from t2i.data.raw import RawWriter, Sample
+from t2i.data.raw import RawWriter, Sample, one_line
 from t2i.params import Params
 
 SHOW = 5  # names quoted in a report of missing captions
@@ -59,13 +60,39 @@ def write_moving(folder: Path, rows: list[tuple[str, Path, list[str], str, dict]
     return counts
 
 
+def finish_archive(folder: Path, work: Path, rows: list[tuple[str, Path, list[str], str, dict]], *,
+                   dataset: str, params: Params, progress: bool, check: CaptionCheck, total: int, captions,
+                   fetched: dict[str, Fetched], official_files: list[RemoteFile], captions_file: RemoteFile,
+                   expected: dict[str, int], **extra) -> dict:
+    """The closing steps of an adapter of image archives with Reed et al.'s captions (cub,
+    oxford-102): fail on too many images without captions (``check``, of ``total``), write
+    ``rows``, remove the unpacked ``work`` folder, assert the official split sizes when
+    ``official_files`` (the image archive first) are the official ones, and return the
+    info.json summary (``extra`` entries added to it)."""
+    report = check.report(total, params.download.max_missing)
+    counts = write_moving(folder, rows, dataset, progress)
+    shutil.rmtree(work)
+    official = is_official(fetched, official_files)
+    check_counts(counts, expected, official, official_files[0].name)
+    return {
+        "dataset": dataset,
+        "counts": counts,
+        "classes": {"train": len(captions.train_classes), "test": len(captions.test_classes)},
+        "captions_per_image": check.need,
+        "captions": report,
+        **extra,
+        "official_counts_checked": official,
+        "sources": sources_info(fetched, [*official_files, captions_file]),
+    }
+
+
 def captions_per_image(params: Params, default: int) -> int:
     return params.download.captions_per_image or default
 
 
 def clean_lines(text: str) -> list[str]:
     """One caption per non-blank line, inner whitespace collapsed."""
-    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    return [one_line(line) for line in text.splitlines() if line.strip()]
 
 
 def caption_cell(cell: object, column: str, where: str) -> list[str]:
@@ -77,7 +104,7 @@ def caption_cell(cell: object, column: str, where: str) -> list[str]:
     if not isinstance(cell, list) or not all(isinstance(c, str) for c in cell):
         raise T2IError(f"{where}: caption column {column!r} holds {str(cell)[:60]!r}, "
                        f"expected a string or a list of strings")
-    return [" ".join(c.split()) for c in cell if c.strip()]
+    return [one_line(c) for c in cell if c.strip()]
 
 
 class CaptionCheck:

@@ -10,14 +10,12 @@ evaluator, one value of each attribute group in ``EVAL_ATTRIBUTES``.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from t2i import T2IError
 from t2i.data.download import RemoteFile, extract
 from t2i.data.sources import reed
-from t2i.data.sources.common import (CaptionCheck, captions_per_image, check_counts, fetch_all, is_official,
-                                     sources_info, write_moving)
+from t2i.data.sources.common import CaptionCheck, captions_per_image, fetch_all, finish_archive
 from t2i.params import Params
 
 IMAGES = RemoteFile("CUB_200_2011.tgz", ("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",),
@@ -111,18 +109,7 @@ def prepare_cub(folder: Path, params: Params, progress: bool = True) -> dict:
                 "bbox": [float(x) for x in boxes[image_id]], "attributes": attrs["eval"],
                 "cub_attributes": attrs["present"]}
         rows.append((f"cub_{image_id:05d}", base / "images" / rel, caps, captions.split_of(number, rel), meta))
-    report = check.report(len(images), params.download.max_missing)
-    counts = write_moving(folder, rows, "cub", progress)
-    shutil.rmtree(work)
-    official = is_official(fetched, [IMAGES])
-    check_counts(counts, EXPECTED, official, IMAGES.name)
-    return {
-        "dataset": "cub",
-        "counts": counts,
-        "classes": {"train": len(captions.train_classes), "test": len(captions.test_classes)},
-        "captions_per_image": check.need,
-        "captions": report,
-        "eval_attributes": sorted(EVAL_ATTRIBUTES.values()),
-        "official_counts_checked": official,
-        "sources": sources_info(fetched, [IMAGES, captions_file]),
-    }
+    return finish_archive(folder, work, rows, dataset="cub", params=params, progress=progress, check=check,
+                          total=len(images), captions=captions, fetched=fetched, official_files=[IMAGES],
+                          captions_file=captions_file, expected=EXPECTED,
+                          eval_attributes=sorted(EVAL_ATTRIBUTES.values()))

@@ -5,7 +5,11 @@ are skipped). An image's captions come from ``metadata.jsonl`` at the root (one 
 line: ``file_name`` relative to the root, the caption column as a string or a list of strings,
 optionally the class column), or, where its row has no caption column or it has no row, from a
 ``.txt`` beside it with the same stem (one caption per line). Images keep their original bytes.
-The split is seeded: class-disjoint with a class column, else by image.
+
+A split the folder already has is kept: ``train/`` and ``test/`` folders at the root (each may
+hold its own ``metadata.jsonl``, names relative to it), or a ``split`` column in the metadata
+(``train`` or ``test`` on every row). Without one the split is seeded: class-disjoint with a
+class column, else by image (``download.test_fraction``, ``download.seed``).
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from t2i.params import Params
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 METADATA = "metadata.jsonl"
+SPLITS = ("train", "test")  # the split folder names, and the values of the split column
+SPLIT_COLUMN = "split"
 
 
-def read_metadata(root: Path, images: list[str]) -> dict[str, dict]:
-    """``{file_name: row}`` of ``metadata.jsonl`` (empty without one); every row names an image."""
-    path, known = root / METADATA, set(images)
+def read_metadata(root: Path, images: list[str], under: str = "") -> dict[str, dict]:
+    """``{file_name: row}`` of ``<root>/<under>/metadata.jsonl`` (empty without one), names
+    relative to ``root``; every row names an image."""
+    path, known = root / under / METADATA, set(images)
     rows: dict[str, dict] = {}
     if not path.is_file():
         return rows
@@ -39,10 +46,10 @@ def read_metadata(root: Path, images: list[str]) -> dict[str, dict]:
             raise T2IError(f"{path}: line {n} is not JSON: {line[:60]!r}") from None
         if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
             raise T2IError(f"{path}: line {n} has no file_name: {line[:60]!r}")
-        name = PurePosixPath(row["file_name"]).as_posix()
+        name = (PurePosixPath(under) / row["file_name"]).as_posix()
         if name not in known:
             why = "is not a .jpg, .jpeg or .png image" if (root / name).is_file() else "does not exist"
-            raise T2IError(f"{path}: line {n}: file_name {name!r} {why}")
+            raise T2IError(f"{path}: line {n}: file_name {row['file_name']!r} {why}")
         if name in rows:
             raise T2IError(f"{path}: line {n}: file_name {name!r} is listed twice")
         rows[name] = row
@@ -79,6 +86,25 @@ def class_ids(labels: list[object], column: str, files: list[str]) -> tuple[list
     return [index[x] for x in labels], list(labels)
 
 
+def given_split(root: Path, files: list[str], rows: dict[str, dict]) -> tuple[dict[str, str], str] | None:
+    """The folder's own split, ``({file: "train" | "test"}, how)``, or None when it has none."""
+    tops = {PurePosixPath(f).parts[0] if len(PurePosixPath(f).parts) > 1 else "" for f in files}
+    if set(SPLITS) <= tops:  # train/ and test/ folders
+        if outside := sorted(f for f in files if PurePosixPath(f).parts[0] not in SPLITS):
+            raise T2IError(f"folder.path: {root} has train/ and test/ folders, but {outside[0]} is in neither")
+        return {f: PurePosixPath(f).parts[0] for f in files}, "given: the train/ and test/ folders"
+    values = {f: rows.get(f, {}).get(SPLIT_COLUMN) for f in files}
+    if all(v is None for v in values.values()):
+        return None
+    for f, v in values.items():
+        if v not in SPLITS:
+            raise T2IError(f"{root / METADATA}: {f}: split column {SPLIT_COLUMN!r} is {v!r}, expected 'train' or 'test'")
+    if set(values.values()) != set(SPLITS):
+        raise T2IError(f"{root / METADATA}: split column {SPLIT_COLUMN!r} puts every image in "
+                       f"{next(iter(values.values()))!r}: a test split needs images too")
+    return values, f"given: the {SPLIT_COLUMN!r} column of {METADATA}"
+
+
 def prepare_folder(folder: Path, params: Params, progress: bool = True) -> dict:
     cfg, dl = params.folder, params.download
     root = Path(cfg.path)
@@ -90,6 +116,11 @@ def prepare_folder(folder: Path, params: Params, progress: bool = True) -> dict:
     if not images:
         raise T2IError(f"folder.path: no .jpg, .jpeg or .png images under {cfg.path}")
     rows = read_metadata(root, images)
+    for split in SPLITS:  # imagefolder's per-split metadata (train/metadata.jsonl, ...)
+        for name, row in read_metadata(root, images, split).items():
+            if name in rows:
+                raise T2IError(f"{root / split / METADATA}: {name!r} is also listed in {root / METADATA}")
+            rows[name] = row
     if not all((root / f).with_suffix(".txt").is_file() for f in rows):  # else captions come from .txt
         check_column(rows, cfg.caption_column, "folder.caption_column", root / METADATA)
     if cfg.class_column:
@@ -115,7 +146,13 @@ def prepare_folder(folder: Path, params: Params, progress: bool = True) -> dict:
     ids = names = None
     if cfg.class_column:
         ids, names = class_ids([rows.get(f, {}).get(cfg.class_column) for f in files], cfg.class_column, files)
-    split = seeded_split(keys, ids, dl.test_fraction, dl.seed)
+    given = given_split(root, files, rows)
+    if given is not None:
+        split, how = {key: given[0][file] for key, file in zip(keys, files)}, given[1]
+    else:
+        split = seeded_split(keys, ids, dl.test_fraction, dl.seed)
+        how = (f"seeded {'class-disjoint' if ids is not None else 'by image'}, "
+               f"test_fraction={dl.test_fraction:g}, seed={dl.seed}")
     with RawWriter(folder) as out, tqdm(total=len(kept), desc="folder", unit="img", disable=not progress) as bar:
         for n, (key, (i, file, captions)) in enumerate(zip(keys, kept)):
             data = (root / file).read_bytes()
@@ -133,7 +170,6 @@ def prepare_folder(folder: Path, params: Params, progress: bool = True) -> dict:
         "classes": None if ids is None else
         {s: len({c for k, c in zip(keys, ids) if split[k] == s}) for s in ("train", "test")},
         "captions_per_image": check.need,
-        "split": f"seeded {'class-disjoint' if ids is not None else 'by image'}, "
-                 f"test_fraction={dl.test_fraction:g}, seed={dl.seed}",
+        "split": how,
         "captions": captions_info,
     }

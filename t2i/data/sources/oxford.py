@@ -10,7 +10,6 @@ set in VGG's own split (``vgg_set``: train, val or test), which t2i does not use
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ import numpy as np
 from t2i import T2IError
 from t2i.data.download import RemoteFile, extract
 from t2i.data.sources import reed
-from t2i.data.sources.common import (CaptionCheck, captions_per_image, check_counts, fetch_all, is_official,
-                                     sources_info, write_moving)
+from t2i.data.sources.common import CaptionCheck, captions_per_image, fetch_all, finish_archive
 from t2i.params import Params
 
 BASE = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
@@ -69,17 +67,6 @@ def prepare_oxford(folder: Path, params: Params, progress: bool = True) -> dict:
         meta = {"image_id": i, "class_id": number - 1, "class_name": f"class_{number:05d}",
                 "file": f"jpg/{stem}.jpg", "vgg_set": vgg_set.get(i, "none")}
         rows.append((f"oxford_{i:05d}", paths[i], caps, captions.split_of(number, stem), meta))
-    report = check.report(len(paths), params.download.max_missing)
-    counts = write_moving(folder, rows, "oxford-102", progress)
-    shutil.rmtree(work)
-    official = is_official(fetched, files)
-    check_counts(counts, EXPECTED, official, IMAGES.name)
-    return {
-        "dataset": "oxford-102",
-        "counts": counts,
-        "classes": {"train": len(captions.train_classes), "test": len(captions.test_classes)},
-        "captions_per_image": check.need,
-        "captions": report,
-        "official_counts_checked": official,
-        "sources": sources_info(fetched, [*files, captions_file]),
-    }
+    return finish_archive(folder, work, rows, dataset="oxford-102", params=params, progress=progress, check=check,
+                          total=len(paths), captions=captions, fetched=fetched, official_files=files,
+                          captions_file=captions_file, expected=EXPECTED)

@@ -1,0 +1,21 @@
+"""The one device resolver of every command (its own module, so that code which only needs a device
+does not depend on the text encoder)."""
+
+from __future__ import annotations
+
+import re
+
+from t2i import T2IError
+
+
+def pick_device(device: str) -> str:
+    """cpu, cuda, cuda:N or auto (cuda if present) -> the torch device string to use."""
+    import torch
+
+    if device != "auto" and device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise T2IError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise T2IError(f"device {device!r} requested but no CUDA GPU is available")
+    return device

@@ -1,0 +1,67 @@
+"""Every artifact of a dataset, in one place: the stages, ``t2i generate``, ``t2i serve`` and the
+scripts ask here instead of joining paths by hand. ``dvc.yaml``'s outs spell the same layout
+(``tests/test_paths.py`` checks that they agree)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The artifacts of ``dataset`` under the data root ``data`` (``data/`` in a DVC workspace)."""
+
+    data: Path
+    dataset: str
+
+    def _under(self, kind: str) -> Path:
+        return Path(self.data) / kind / self.dataset
+
+    @property
+    def raw(self) -> Path:  # download: the raw layout every source adapter writes
+        return self._under("raw")
+
+    @property
+    def shards(self) -> Path:  # shard: WebDataset tars + manifest
+        return self._under("shards")
+
+    @property
+    def embeddings(self) -> Path:  # embed: the same tars with sentence embeddings beside each sample
+        return self._under("embeddings")
+
+    @property
+    def models(self) -> Path:  # train: the trained generator
+        return self._under("models")
+
+    @property
+    def generator(self) -> Path:
+        return self.models / "generator.pt"
+
+    @property
+    def checkpoints(self) -> Path:  # train: the resumable training state
+        return self._under("checkpoints")
+
+    @property
+    def train_logs(self) -> Path:  # train: DVCLive metrics, plots and epoch sample grids
+        return self._under("train")
+
+    @property
+    def evaluator_dir(self) -> Path:  # evaluator: the fixed scorer
+        return self._under("evaluator")
+
+    @property
+    def evaluator(self) -> Path:
+        return self.evaluator_dir / "evaluator.pt"
+
+    @property
+    def eval(self) -> Path:  # evaluate: metrics.json and the PNG grids
+        return self._under("eval")
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval / "metrics.json"
+
+    @property
+    def bench(self) -> Path:  # t2i bench: this machine's speed figures (one file for every dataset)
+        return Path(self.data) / "bench" / "results.json"
