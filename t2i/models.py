@@ -7,7 +7,7 @@ Shapes in comments are for 64x64 images; B = batch, ngf and ndf the base widths 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -34,8 +34,10 @@ class ModelConfig:
     ngf: int  # generator base width
     ndf: int  # discriminator base width
     image_size: int
-    ca: bool  # conditioning augmentation (StackGAN): G samples its text code
     channels: int = 3
+    # Keyword-only, so that it can follow ``channels`` without a default: the field order is the
+    # order of the config stored in every checkpoint, and a GAN-CLS file's bytes must not change.
+    ca: bool = field(kw_only=True)  # conditioning augmentation (StackGAN): G samples its text code
 
     def __post_init__(self) -> None:
         blocks_between(self.image_size)

@@ -15,7 +15,7 @@ a param: ``train.df_gan.d_gate`` starts D's residual gates open (docs/experiment
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -34,8 +34,8 @@ class DFConfig:
     ngf: int  # generator base width (the paper's nf for birds: 32)
     ndf: int  # discriminator base width
     image_size: int
-    fusion_hidden: int | None  # hidden width of each affine's MLPs; None: the block's channels
     channels: int = 3
+    fusion_hidden: int | None = field(kw_only=True)  # hidden width of each affine MLP; None: the block's channels
 
     def __post_init__(self) -> None:
         blocks_between(self.image_size)
