@@ -206,3 +206,12 @@ def hidden_entries(folder) -> list[str]:
 @pytest.fixture
 def leftovers():
     return hidden_entries
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous and the served page)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,12 +1,15 @@
 """`t2i bench` on tiny inputs: every row is measured, positive and printed (speed targets are
 figures the command prints, not assertions here)."""
 
+import pytest
+
 from t2i import bench
 from t2i.params import TrainParams
 
 TINY = TrainParams(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, threads=1, shuffle_buffer=16)
 
 
+@pytest.mark.slow
 def test_rows_are_measured(train_urls):
     r = bench.run(TINY, urls=train_urls, emb_dim=16, image_size=32, seconds=0.2)
     t = r["train"]
@@ -19,6 +22,7 @@ def test_rows_are_measured(train_urls):
     assert [line.split()[0] for line in text.splitlines()] == ["train", "family", "load", "shard", "memory"]
 
 
+@pytest.mark.slow
 def test_both_families_are_measured():
     cfg = TINY.model_copy(update={"df_gan": TINY.df_gan.model_copy(update={"ngf": 8, "ndf": 8})})
     f = bench.run(cfg, image_size=32, emb_dim=16, seconds=0.2)["family"]

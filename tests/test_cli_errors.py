@@ -49,6 +49,7 @@ def test_unknown_dataset(tmp_path, leftovers):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["download", "shard", "embed", "train", "evaluator", "evaluate", "bench"])
 def test_missing_params_file_is_named(tmp_path, stage):
     line = error_line(t2i(tmp_path, stage, "--data", "data", params=False))
@@ -122,6 +123,7 @@ def test_embed_without_shards(tmp_path, leftovers):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_embed_truncated_shard(tmp_path, build_shards, damage, tree_hashes, leftovers):
     shards = tmp_path / "data" / "shards" / DATASET
     build_shards(shards, n=12, samples_per_shard=4)
@@ -174,6 +176,7 @@ def test_corrupt_image_in_a_shard_is_named(tmp_path, embedded, stage):
     assert "BytesIO" not in line
 
 
+@pytest.mark.slow
 def test_embed_checks_images_as_it_copies_them(tmp_path, build_shards, leftovers):
     shards = tmp_path / "data" / "shards" / DATASET
     build_shards(shards, n=12, samples_per_shard=4)
@@ -184,6 +187,7 @@ def test_embed_checks_images_as_it_copies_them(tmp_path, build_shards, leftovers
     assert leftovers(tmp_path / "data") == []
 
 
+@pytest.mark.slow
 def test_unsupported_image_size_keeps_good_outputs(tmp_path, build_shards, tree_hashes):
     shards = tmp_path / "data" / "shards" / DATASET
     build_shards(shards, n=8, samples_per_shard=4)

@@ -230,6 +230,7 @@ def test_t2i_download_over_http_resumes_and_reports(tmp_path, cub_mirror):
     assert sorted(p.name for p in (tmp_path / "data/downloads").iterdir()) == ["CUB_200_2011.tgz", "cvpr2016_cub.tar.gz"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, ranges", [("cub", True), ("oxford-102", False)])
 def test_whole_pipeline_on_a_real_dataset_layout(dataset, ranges, tmp_path):
     """download -> shard -> embed -> train -> evaluator -> evaluate, the source files served over

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from t2i.data.loader import stream
+from tests.conftest import free_port
 from tests.test_train import DATA, TINY
 
 NUM_SAMPLES = 32  # the train_urls fixture: 32 training flowers in 3 shards (12, 12, 8)
@@ -66,10 +67,10 @@ training_loop({urls!r}, os.path.join(out, "model"), TrainParams(**params), data=
 """
 
 
-def torchrun(script: Path, out: Path, epochs: int, stop: int = 0, port: int = 29531) -> subprocess.CompletedProcess:
+def torchrun(script: Path, out: Path, epochs: int, stop: int = 0) -> subprocess.CompletedProcess:
     out.mkdir(exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            str(script), str(out), str(epochs), str(stop)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -86,6 +87,7 @@ def script(train_urls, tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_two_ranks_stay_in_sync_and_resume_exactly(script, tmp_path):
     steps = 2 * (NUM_SAMPLES // 2 // TINY["batch_size"])  # 2 epochs x 2 steps per rank
     fresh = tmp_path / "fresh"
@@ -101,9 +103,9 @@ def test_two_ranks_stay_in_sync_and_resume_exactly(script, tmp_path):
 
     # Interrupted after step 3 (mid-epoch), then rerun: both ranks resume from their saved streams.
     broken = tmp_path / "broken"
-    r = torchrun(script, broken, epochs=2, stop=3, port=29532)
+    r = torchrun(script, broken, epochs=2, stop=3)
     assert r.returncode != 0
-    r = torchrun(script, broken, epochs=2, port=29533)
+    r = torchrun(script, broken, epochs=2)
     assert r.returncode == 0, r.stderr[-3000:]
     assert log(broken, 0)[-1] == log(fresh, 0)[-1] and log(broken, 1)[-1] == log(fresh, 1)[-1]
     g_fresh, g_resumed = (torch.load(d / "model" / "generator.pt", weights_only=True)["state_dict"]
@@ -111,14 +113,9 @@ def test_two_ranks_stay_in_sync_and_resume_exactly(script, tmp_path):
     assert all(torch.equal(g_fresh[k], g_resumed[k]) for k in g_fresh)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_df_gan_with_ma_gp_trains_under_ddp(train_urls, tmp_path):
     """MA-GP's double backward inside DDP's forward: both ranks finish every step and stay identical."""
     df = {**TINY, "arch": "df-gan", "df_gan": {"ngf": 4, "ndf": 4}}
@@ -126,7 +123,7 @@ def test_df_gan_with_ma_gp_trains_under_ddp(train_urls, tmp_path):
     path.write_text(textwrap.dedent(SCRIPT.format(emb_dim=DATA.emb_dim, image_size=DATA.image_size,
                                                   num_samples=NUM_SAMPLES, tiny=df, urls=train_urls)))
     out = tmp_path / "df"
-    r = torchrun(path, out, epochs=2, port=free_port())
+    r = torchrun(path, out, epochs=2)
     assert r.returncode == 0, r.stderr[-3000:]
     r0, r1 = log(out, 0), log(out, 1)
     assert len(r0) == 2 * (NUM_SAMPLES // 2 // TINY["batch_size"]) and r0 == r1

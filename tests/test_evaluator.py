@@ -167,6 +167,7 @@ def train_accuracy(path, folder) -> tuple[dict, dict]:
     return acc, chance
 
 
+@pytest.mark.slow
 def test_training_beats_chance_on_train_attributes(trained, tiny) -> None:
     path, summary = trained
     assert summary["n_train"] > 50 and set(summary["attributes"]) == {
@@ -180,6 +181,7 @@ def test_training_beats_chance_on_train_attributes(trained, tiny) -> None:
         assert summary["paths"][k] in ("global", max(PATHS[1:], key=a.get)), (k, a, summary["paths"])
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(trained, tiny, tmp_path) -> None:
     path, _ = trained
     again = tmp_path / "again.pt"

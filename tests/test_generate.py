@@ -31,6 +31,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_generate_grid_repeatable_by_seed(tmp_path):
     ckpt = tiny_generator(tmp_path / "g.pt", 384)
     r = cli("this flower has five pink petals and a yellow center", "a red flower", "-n", "3",
@@ -58,6 +59,7 @@ def test_missing_checkpoint_is_an_error(tmp_path):
     assert r.stderr.strip().splitlines() == ["error: missing generator checkpoint nowhere/generator.pt: run the train stage first"]
 
 
+@pytest.mark.slow
 def test_the_generator_is_that_of_params_dataset_or_of_an_override(tmp_path):
     """Without --checkpoint, generate uses params.yaml's dataset (like the stages), -S overrides it."""
     (tmp_path / "params.yaml").write_text("dataset: cub\n")
@@ -85,6 +87,7 @@ def last_line(r: subprocess.CompletedProcess) -> str:
     return r.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("out, fmt", [("grid.png", "PNG"), ("grid.jpg", "JPEG"), ("grid.JPEG", "JPEG"), ("grid.webp", "WEBP")])
 def test_the_extension_decides_the_format(tmp_path, out, fmt):
     r = cli("a red flower", "-n", "2", "--checkpoint", str(tiny_generator(tmp_path / "g.pt", 384)), "--out", out,
@@ -103,6 +106,7 @@ def test_bad_out_paths_fail_before_any_work(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "folder"]
 
 
+@pytest.mark.slow
 def test_devices_resolve_in_one_place(tmp_path):
     ckpt = str(tiny_generator(tmp_path / "g.pt", 384))
     r = cli("a red flower", "-n", "1", "--checkpoint", ckpt, "--device", "auto", cwd=tmp_path)
@@ -114,6 +118,7 @@ def test_devices_resolve_in_one_place(tmp_path):
             "error: device 'cuda' requested but no CUDA GPU is available"
 
 
+@pytest.mark.slow
 def test_many_images_wrap_into_rows(tmp_path):
     r = cli("a red flower", "-n", "40", "--checkpoint", str(tiny_generator(tmp_path / "g.pt", 384)), cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -8,7 +8,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # whole-pipeline runs: make test-fast skips them
 
 TINY = ["synth.num_images=48", "synth.render_size=32", "shard.image_size=32", "shard.samples_per_shard=16",
         "train.epochs=1", "train.ngf=8", "train.ndf=8", "train.batch_size=8", "evaluator.epochs=1", "train.threads=1"]

@@ -56,6 +56,7 @@ def test_a_swap_cut_between_its_renames_is_repaired(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb", "emb.json"]
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_stage_then_rerun_leaves_nothing_behind(tmp_path):
     """The download stage killed while drawing, then run again: one complete output, no temporaries."""
     (tmp_path / "params.yaml").write_text("synth:\n  num_images: 400\n  render_size: 64\n")
@@ -75,6 +76,7 @@ def test_kill_9_during_a_stage_then_rerun_leaves_nothing_behind(tmp_path):
     assert len(list((raw / "synthetic-flowers" / "images").iterdir())) == 400
 
 
+@pytest.mark.slow
 def test_kill_9_during_train_then_rerun_resumes_to_the_same_generator(tmp_path, make_embedded):
     """`t2i train` killed with SIGKILL right after its first checkpoint, then run again: it resumes
     from that checkpoint and ends with the generator.pt bytes of an uninterrupted run."""

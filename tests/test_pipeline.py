@@ -11,6 +11,8 @@ import yaml
 
 from tests.project import dvc, make_project, outs, run
 
+pytestmark = pytest.mark.slow  # whole-pipeline runs: make test-fast skips them
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:

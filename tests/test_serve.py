@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -20,6 +19,7 @@ from t2i import T2IError
 from t2i.evaluator import Evaluator
 from t2i.io import save_torch
 from t2i.serve import MAX_CAPTION, Demo, create_app
+from tests.conftest import free_port
 from tests.test_cli_errors import error_line, t2i
 from tests.test_generate import tiny_generator
 
@@ -110,12 +110,6 @@ def test_a_missing_checkpoint_fails_before_serving(tmp_path):
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(demo):
     import uvicorn
@@ -149,6 +143,7 @@ def browser():
     driver.quit()
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

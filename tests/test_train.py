@@ -248,6 +248,7 @@ def test_training_streams_shards_from_a_pipe_command(train_urls, tmp_path):
     assert same(weights(tmp_path / "local" / GENERATOR), weights(tmp_path / "pipe" / GENERATOR))
 
 
+@pytest.mark.slow
 def test_compiled_step_trains_like_the_eager_one(train_urls, tmp_path):
     """train.compile wraps G and D in torch.compile; the saved weights stay plain, loadable and
     close to eager training's."""
