@@ -150,8 +150,8 @@ class DFGANParams(Section):
 Arch = Literal["gan-cls", "df-gan"]  # the model families (t2i.models.build)
 ARCHS = get_args(Arch)
 # ``train.epochs: null`` and ``train.batch_size: null`` mean the family's own: Reed et al.'s batch
-# of 64, DF-GAN's of 32 (its birds recipe), and the epochs that fit about 15 CPU minutes on 2
-# cores at the default widths (docs/experiments.md measures both).
+# of 64, DF-GAN's of 32 (its birds recipe), and epochs for a CPU budget at the default widths: on
+# a quiet 2-core machine GAN-CLS's 30 took 17.5 minutes, DF-GAN's 12 took 9.6 (docs/experiments.md).
 FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64}, "df-gan": {"epochs": 12, "batch_size": 32}}
 # TrainParams keys that only the GAN-CLS family reads (DF-GAN's own live in ``df_gan``).
 GAN_CLS_ONLY = ("lr", "beta1", "beta2", "proj_dim", "ngf", "ndf", "int_coef", "int_beta", "l1_coef", "fm_coef",
