@@ -15,7 +15,8 @@ weights (88 MB, more than a call may carry). So this script imports only the ``t
   versions  python, torch, CUDA, cuDNN and the card;
   tests     tests/test_gpu.py alone (CI runs the CPU tests);
   data      draw and shard the dataset, embed it by looking its captions up in the table;
-  bench-N   ``t2i bench`` rows at batch N, ngf = ndf = ``--width`` -> bench-N.json;
+  bench-N   ``t2i bench`` rows at batch N, ngf = ndf = ``--width``, "train from shards" among
+            them (fed by ``train.workers`` loader processes) -> bench-N.json;
   train     the evaluator, a training run at that width and evaluate (all metrics, phrasing
             too, with the table as its encoder) -> metrics.json, grid.png;
   profile   the top kernels of profiled steps at the largest batch -> profile.txt.
@@ -185,7 +186,11 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
             from t2i import bench
 
             cfg = p.train.model_copy(update={"batch_size": batch, "ngf": width, "ndf": width})
-            r = bench.run(cfg, image_size=p.shard.image_size, device=device, seconds=seconds)
+            try:  # with the shards, the "train from shards" and loader rows too
+                urls = embedded_urls(at.embeddings, "train")
+            except T2IError:
+                urls = None
+            r = bench.run(cfg, urls=urls, image_size=p.shard.image_size, device=device, seconds=seconds)
             (out / f"bench-{batch}.json").write_text(json.dumps(r, indent=2))
             print(bench.table(r), flush=True)
             return {k: r["train"][k] for k in ("img_s", "fp32_eager_img_s", "speedup", "peak_share")}

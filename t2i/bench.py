@@ -9,6 +9,8 @@ machine whose absolute numbers do not:
   this machine's measured matmul peak (in the params' precision) the step achieves;
 - ``family``: both model families' fp32 eager steps at their params.yaml widths (GAN-CLS:
   ``train.ngf/ndf``, DF-GAN: ``train.df_gan.ngf/ndf``), images/s and FLOPs per image;
+- ``shards``: images/s of the training loop's step fed from the shards (loader, random draws,
+  upload, ``gan_step``) against the same step on one fixed batch: what the input path costs;
 - ``load``: batches/s the training loader delivers alone, against what the trainer consumes;
 - ``shard``: images/s decoding, cropping, resizing and writing full-size (500x375) JPEGs;
 - ``embed``: captions/s of the embed stage's path (each distinct caption encoded once, sorted)
@@ -106,6 +108,25 @@ def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, devic
     t = trainables(cfg, model_cfg, device)
     img_s = _rate(lambda: gan_step(t, x, cfg), cfg.batch_size, seconds, device=device)
     return {"img_s": img_s, "flops_per_img": flops / cfg.batch_size}
+
+
+def shards_step(cfg: TrainParams, urls: list[str], device: str = "cpu", seconds: float = 3.0) -> float:
+    """Images/s of what ``t2i train`` does per step: the next loader batch from ``urls``
+    (``cfg.workers`` processes, the loader rebuilt per epoch as the loop does), its random
+    draws and upload (``step_inputs``), then ``gan_step``; beside ``train_step`` on one fixed
+    batch, the gap is what the input path costs."""
+    import itertools
+
+    from t2i.data.loader import batches as stream
+
+    epochs = (stream(urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed, epoch=e, workers=cfg.workers)
+              for e in itertools.count())
+    feed = itertools.chain.from_iterable(epochs)
+    first = next(feed)
+    t = trainables(cfg, model_config(cfg, first["emb"].shape[-1], first["image"].shape[-1]), device)
+    g = torch.Generator().manual_seed(0)
+    return _rate(lambda: gan_step(t, step_inputs(next(feed), cfg, g, device), cfg), cfg.batch_size, seconds,
+                 device=device)
 
 
 def loader_rate(urls: list[str], batch_size: int, workers: int = 0, batches: int = 20) -> float:
@@ -210,6 +231,9 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
                         "wide_flops_per_img": rows["wide"]["flops_per_img"],
                         "matmul_peak_flops": peak, "peak_share": here["img_s"] * here["flops_per_img"] / peak}
     if urls:
+        shards = max(shards_step(cfg, urls, device, seconds) for _ in range(2))  # the best of two, as above
+        results["shards"] = {"img_s": shards, "fixed_batch_img_s": here["img_s"], "ratio": shards / here["img_s"],
+                             "workers": cfg.workers}
         delivered = loader_rate(urls, cfg.batch_size, cfg.workers)
         consumed = here["img_s"] / cfg.batch_size
         results["load"] = {"batches_s": delivered, "trainer_batches_s": consumed, "ratio": delivered / consumed}
@@ -237,6 +261,10 @@ def table(r: dict) -> str:
                            f"{g['flops_per_img'] / 1e9:.2f} GFLOP/img; df-gan (ngf={d['ngf']} ndf={d['ndf']}) {d['img_s']:.0f} img/s, "
                            f"{d['flops_per_img'] / 1e9:.2f} GFLOP/img: {d['img_s'] / g['img_s']:.2f}x the img/s, "
                            f"{d['flops_per_img'] / g['flops_per_img']:.2f}x the FLOPs"))
+    if "shards" in r:
+        sh = r["shards"]
+        rows.append(("shards", f"train from shards: {sh['img_s']:.0f} img/s ({sh['workers']} workers) vs step on a "
+                               f"fixed batch {sh['fixed_batch_img_s']:.0f}: {sh['ratio']:.2f}x"))
     if "load" in r:
         ld = r["load"]
         rows.append(("load", f"{ld['batches_s']:.1f} batches/s delivered vs {ld['trainer_batches_s']:.1f} consumed: "

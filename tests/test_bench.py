@@ -17,9 +17,10 @@ def test_rows_are_measured(train_urls):
     assert t["fp32_eager_img_s"] > 0 and t["speedup"] > 0 and t["wide_speedup"] > 0
     assert t["wide_flops_per_img"] > 10 * t["flops_per_img"] > 0  # width 64 vs 8: far more work
     assert r["load"]["batches_s"] > 0 and r["load"]["ratio"] > 0
+    assert r["shards"]["img_s"] > 0 and r["shards"]["fixed_batch_img_s"] == t["img_s"] and r["shards"]["ratio"] > 0
     assert r["shard"]["img_s"] > 0 and r["memory"]["peak_rss_mib"] > 50
     text = bench.table(r)
-    assert [line.split()[0] for line in text.splitlines()] == ["train", "family", "load", "shard", "memory"]
+    assert [line.split()[0] for line in text.splitlines()] == ["train", "family", "shards", "load", "shard", "memory"]
 
 
 @pytest.mark.slow
