@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import typer
 
 from stages.common import DataDir, Overrides, ParamsFile, Timer, done, params
 from t2i.paths import Artifacts
@@ -10,8 +16,11 @@ from t2i.data.shards import read_manifest
 
 
 def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = None, data: DataDir = Path("data")) -> None:
-    """Train (resuming from data/checkpoints/<dataset> when the params are unchanged)."""
+    """Train (resuming from data/checkpoints/<dataset> when the params are unchanged); with
+    train.nproc_per_node > 1, as that many torchrun processes."""
     p = params(params_file, overrides)
+    if p.train.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        raise typer.Exit(torchrun(p.train.nproc_per_node, params_file, overrides, data))
     from t2i.data.loader import batches, embedded_urls
     from t2i.train import DataSpec, training_loop
 
@@ -30,4 +39,17 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
             sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]],
         )
     how = "resumed, " if summary["resumed"] else ""
-    done("train", t.seconds, f"{how}{summary['steps']} steps, {summary['epochs']} epochs -> {at.models}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, not one per process
+        done("train", t.seconds, f"{how}{summary['steps']} steps, {summary['epochs']} epochs -> {at.models}")
+
+
+def torchrun(nproc: int, params_file: Path, overrides: list[str] | None, data: Path) -> int:
+    """Run this stage again as ``nproc`` torchrun processes on this machine (``--standalone``),
+    or, with $T2I_TORCHRUN set (e.g. "--nnodes 2 --node-rank 0 --rdzv-endpoint host:29500"),
+    as this node's share of a multi-node run; returns its exit code."""
+    where = shlex.split(os.environ.get("T2I_TORCHRUN", "")) or ["--standalone"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={nproc}",
+           "-m", "stages.cli", "train", "--params", str(params_file), "--data", str(data),
+           *(a for o in overrides or [] for a in ("-S", o))]
+    typer.echo(f"train: torchrun {shlex.join(cmd[3:])}", err=True)
+    return subprocess.run(cmd).returncode

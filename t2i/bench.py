@@ -111,17 +111,17 @@ def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, devic
 
 
 def shards_step(cfg: TrainParams, urls: list[str], device: str = "cpu", seconds: float = 3.0) -> float:
-    """Images/s of what ``t2i train`` does per step: the next loader batch from ``urls``
-    (``cfg.workers`` processes, the loader rebuilt per epoch as the loop does), its random
-    draws and upload (``step_inputs``), then ``gan_step``; beside ``train_step`` on one fixed
-    batch, the gap is what the input path costs."""
+    """Images/s of what ``t2i train`` does per step: the next batch from the training loader
+    over ``urls`` (built once, ``cfg.workers`` processes, pinned on CUDA), its random draws and
+    upload (``step_inputs``), then ``gan_step``; beside ``train_step`` on one fixed batch, the
+    gap is what the input path costs."""
     import itertools
 
-    from t2i.data.loader import batches as stream
+    from t2i.data.loader import Loader
 
-    epochs = (stream(urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed, epoch=e, workers=cfg.workers)
-              for e in itertools.count())
-    feed = itertools.chain.from_iterable(epochs)
+    loader = Loader(urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed, workers=cfg.workers,
+                    pin_memory=device.startswith("cuda"))
+    feed = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
     first = next(feed)
     t = trainables(cfg, model_config(cfg, first["emb"].shape[-1], first["image"].shape[-1]), device)
     g = torch.Generator().manual_seed(0)

@@ -21,11 +21,12 @@ from t2i.models import family
 CHECKPOINT = "checkpoint.pt"
 GENERATOR = "generator.pt"
 # The few config keys a resume may change: how long (raising epochs continues a finished run),
-# how often it logs, and where and on how many threads it runs (the same run, moved). Every other
-# key of the stored config must match, including any added later: the data, the model, the
-# losses, the optimiser, the data order (workers and world_size change which samples a step
-# sees) and the numerics (precision, channels_last, compile).
-FREE_ON_RESUME = frozenset({"epochs", "log_every", "threads", "device"})
+# how often it logs, where and on how many threads it runs (the same run, moved), and on how
+# many processes (world_size: the run goes on with another global batch; t2i.train says so).
+# Every other key of the stored config must match, including any added later: the data, the
+# model, the losses, the optimiser, the data order (workers change which samples a step sees)
+# and the numerics (precision, channels_last, compile, sync_bn).
+FREE_ON_RESUME = frozenset({"epochs", "log_every", "threads", "device", "world_size"})
 
 
 def save_generator(path: Path, G: torch.nn.Module, config: dict) -> None:

@@ -1,4 +1,5 @@
-"""Rank handling in one place: torchrun initialisation, gathering and averaging across ranks.
+"""Rank handling in one place: torchrun initialisation, gathering and averaging across ranks,
+and BatchNorm over the global batch (``train.sync_bn``).
 
 In a plain process every function is a no-op (rank 0 of a world of 1), so single-process code
 calls them unconditionally.
@@ -6,6 +7,7 @@ calls them unconditionally.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -59,3 +61,57 @@ def all_reduce_mean(tensors: list[torch.Tensor | None]) -> None:
     for t in tensors:
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
+
+
+class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch, across all ranks.
+
+    Each training call all-reduces the per-channel sum, sum of squares and count, through
+    autograd (the gradient flows back through the shared statistics); eval mode and a plain
+    process are ordinary BatchNorm. Unlike ``torch.nn.SyncBatchNorm`` (CUDA only), it runs on
+    gloo (CPU) and nccl alike. Same parameters and buffers as the BatchNorm it replaces, so
+    state dicts load either way.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        C, dims = x.size(1), [0, *range(2, x.dim())]
+        xf = x.float()
+        count = torch.full((1,), x.numel() / C, device=x.device)
+        stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))  # (2C + 1,) global sums
+        n = stats[-1]
+        mean = stats[:C] / n
+        var = (stats[C:2 * C] / n - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises with
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+                self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), m)  # unbiased
+        shape = [1, C] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with every BatchNorm1d / BatchNorm2d replaced by ``SyncBatchNorm`` (same state)."""
+    for name, child in module.named_children():
+        if isinstance(child, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            ref = next(itertools.chain(child.parameters(), child.buffers()), None)
+            sync = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            sync.load_state_dict(child.state_dict())
+            sync = sync.to(ref.device) if ref is not None else sync
+            sync.train(child.training)
+            setattr(module, name, sync)
+        else:
+            sync_batchnorm(child)
+    return module

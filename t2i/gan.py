@@ -175,11 +175,17 @@ def model_config(cfg: TrainParams, emb_dim: int, image_size: int) -> ModelConfig
 def trainables(cfg: TrainParams, model_cfg: ModelConfig | DFConfig, device: str = "cpu", world: int = 1) -> Trainables:
     """Fresh G and D of family ``cfg.arch`` (seeded by ``cfg.seed``), their Adam optimisers
     (fused on CUDA), and the passes the step calls; with ``world`` > 1, wrapped in
-    DistributedDataParallel."""
+    DistributedDataParallel (with ``cfg.sync_bn``, BatchNorm statistics over all ranks' batches)."""
     torch.manual_seed(cfg.seed)
+    if str(device).startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # the step's shapes never change: let cuDNN pick its fastest kernels
     G, D = (m.to(device) for m in build(cfg.arch, model_cfg))
     if cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    if world > 1 and cfg.sync_bn:  # BatchNorm over the global batch; before the optimisers take the parameters
+        from t2i.distributed import sync_batchnorm
+
+        G, D = sync_batchnorm(G), sync_batchnorm(D)
     fused = {"fused": True} if str(device).startswith("cuda") else {}
     if cfg.arch == "df-gan":
         df = cfg.df_gan
@@ -212,26 +218,46 @@ def autocast(cfg: TrainParams, device: torch.device | str):
 
 
 def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str = "cpu") -> StepInputs:
-    """A loader batch -> the inputs of one step, with every random draw taken from ``g``."""
-    real = to_float(batch["image"]).to(device)
+    """A loader batch -> the inputs of one step, with every random draw taken from ``g`` (on the
+    CPU, in a fixed order). On CUDA the uint8 images go up as they are and become floats there,
+    and the draws go up in one pinned, non-blocking copy per dtype."""
+    B = batch["image"].size(0)
+    emb = pick_caption_embeddings(batch["emb"], cfg.captions_per_step, g)  # (B, D)
+    wrong = mismatched(batch["class_id"], g)  # (B,) index of another class's caption
+    z = torch.randn(B, cfg.z_dim, generator=g)
+    partner = z_int = eps = eps_int = z2 = None
+    if cfg.arch == "gan-cls":  # DF-GAN draws nothing more
+        if cfg.int_coef > 0:
+            partner = torch.randperm(B, generator=g)
+            z_int = torch.randn(B, cfg.z_dim, generator=g)
+        if cfg.ca:  # drawn after the draws above, so turning it on leaves those unchanged
+            eps = torch.randn(B, cfg.proj_dim, generator=g)
+            eps_int = torch.randn(B, cfg.proj_dim, generator=g) if cfg.int_coef > 0 else None
+        if cfg.ms_coef > 0:
+            z2 = torch.randn(B, cfg.z_dim, generator=g)
+    real = to_float(upload([batch["image"]], device)[0])  # (B, 3, H, W) in [-1, 1]
     if cfg.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
-    B = real.size(0)
-    emb = pick_caption_embeddings(batch["emb"], cfg.captions_per_step, g).to(device)
-    wrong = emb[mismatched(batch["class_id"], g).to(device)]
-    z = torch.randn(B, cfg.z_dim, generator=g).to(device)
-    partner = z_int = eps = eps_int = z2 = None
-    if cfg.arch == "df-gan":  # DF-GAN draws nothing more
-        return StepInputs(real, emb, wrong, z, None, None)
-    if cfg.int_coef > 0:
-        partner = torch.randperm(B, generator=g).to(device)
-        z_int = torch.randn(B, cfg.z_dim, generator=g).to(device)
-    if cfg.ca:  # drawn after the draws above, so turning it on leaves those unchanged
-        eps = torch.randn(B, cfg.proj_dim, generator=g).to(device)
-        eps_int = torch.randn(B, cfg.proj_dim, generator=g).to(device) if cfg.int_coef > 0 else None
-    if cfg.ms_coef > 0:
-        z2 = torch.randn(B, cfg.z_dim, generator=g).to(device)
-    return StepInputs(real, emb, wrong, z, partner, z_int, eps, eps_int, z2)
+    wrong, partner = upload([wrong, partner], device)
+    emb, z, z_int, eps, eps_int, z2 = upload([emb, z, z_int, eps, eps_int, z2], device)
+    return StepInputs(real, emb, emb[wrong], z, partner, z_int, eps, eps_int, z2)
+
+
+def upload(tensors: list[torch.Tensor | None], device: str) -> list[torch.Tensor | None]:
+    """CPU tensors of one dtype -> ``device``: as they are on the CPU; elsewhere in one
+    non-blocking copy from pinned memory, returned as views of that one buffer (None stays None)."""
+    present = [t for t in tensors if t is not None]
+    if torch.device(device).type == "cpu" or not present:
+        return list(tensors)
+    flat = present[0].reshape(-1) if len(present) == 1 else torch.cat([t.reshape(-1) for t in present])
+    if not flat.is_pinned():  # the loader's batches come pinned with workers
+        flat = flat.pin_memory()
+    flat = flat.to(device, non_blocking=True)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(None if t is None else flat[offset:offset + t.numel()].view_as(t))
+        offset += 0 if t is None else t.numel()
+    return out
 
 
 def discriminator_loss_of(d_passes: nn.Module, x: StepInputs, fake: torch.Tensor, cfg: TrainParams):

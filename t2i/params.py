@@ -191,6 +191,8 @@ class TrainParams(Section):
     compile: bool = False  # torch.compile G and D (the step itself stays eager)
     threads: int = Field(2, ge=0)  # torch CPU threads, 0 = torch's default (all cores)
     workers: int = Field(0, ge=0)  # DataLoader decode processes
+    nproc_per_node: int = Field(1, ge=1)  # > 1: the train stage runs itself under torchrun with this many processes
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (all ranks)
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
     df_gan: DFGANParams = DFGANParams()
@@ -200,6 +202,8 @@ class TrainParams(Section):
         if self.compile and self.arch == "df-gan":
             raise ValueError("train.compile: not supported with arch df-gan (MA-GP's double backward is untested "
                              "under torch.compile); set train.compile=false")
+        if self.sync_bn and self.arch == "df-gan":
+            raise ValueError("train.sync_bn: arch df-gan has no BatchNorm to synchronise; set train.sync_bn=false")
         return self
 
     @model_validator(mode="before")
@@ -214,7 +218,10 @@ class TrainParams(Section):
         """The keys stored with the weights: those the family reads (a GAN-CLS run's record is
         the same as before families existed, so its files stay byte-identical)."""
         unread = {"gan-cls": ("arch", "df_gan"), "df-gan": GAN_CLS_ONLY}[self.arch]
-        return self.model_dump(exclude={"checkpoint_every", *unread})
+        # nproc_per_node is how the stage starts (the record's world_size says what it did);
+        # sync_bn is recorded only when on, so files of runs without it stay byte-identical.
+        off = ("sync_bn",) if not self.sync_bn else ()
+        return self.model_dump(exclude={"checkpoint_every", "nproc_per_node", *off, *unread})
 
 
 class EvaluatorParams(Section):

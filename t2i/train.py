@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import itertools
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from t2i import T2IError
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_state, resume_blockers, save_generator
-from t2i.data.loader import batches
+from t2i.data.loader import Loader
 from t2i.distributed import all_gather_object, all_reduce_mean, init
 from t2i.gan import gan_step, model_config, step_inputs, trainables
 from t2i.io import save_torch, sole_writer
@@ -38,7 +37,7 @@ class DataSpec:
     emb_dim: int  # caption embedding size
     image_size: int
     text_model: str
-    num_samples: int | None = None  # training-set size; required under torchrun (equal steps per rank)
+    num_samples: int | None = None  # training-set size: an epoch is num_samples // world // batch_size steps on every rank; required under torchrun
 
 
 class TrainLog:
@@ -108,7 +107,19 @@ def _resume(path: Path, config: dict, t, g: torch.Generator, rank: int, device: 
         return None
     t.G.load_state_dict(saved["G"]), t.D.load_state_dict(saved["D"])
     t.opt_g.load_state_dict(saved["opt_g"]), t.opt_d.load_state_dict(saved["opt_d"])
-    g.set_state(saved.get("rng_ranks", [saved["rng"]] * config["world_size"])[rank])  # rank 0's alone: older files
+    old, world = saved["config"].get("world_size", 1), config["world_size"]
+    rngs = saved.get("rng_ranks", [saved["rng"]] * old)  # rank 0's alone: older files
+    if rank < len(rngs):
+        g.set_state(rngs[rank])  # a rank the old run did not have keeps its fresh stream
+    if old != world:
+        # The same samples seen so far in this epoch, counted in this run's steps.
+        saved = {**saved, "step_in_epoch": saved["step_in_epoch"] * old // world}
+        if rank == 0:
+            batch = config["batch_size"]
+            print(f"train: resuming {path} (written by {old} process{'es' * (old > 1)}) on {world}: the global "
+                  f"batch goes from {old * batch} to {world * batch} images per step ({batch} per process) at the "
+                  f"same learning rate, and the rest of epoch {saved['epoch'] + 1} reads its samples in another "
+                  f"order; the result will differ from an uninterrupted run on either", file=sys.stderr)
     return saved
 
 
@@ -143,7 +154,7 @@ def training_loop(
                        + (f" split across {world} ranks" if world > 1 else ""))
     if world > 1 and not data.num_samples:
         raise T2IError("distributed training needs num_samples (the training-set size)")
-    limit = data.num_samples // world // cfg.batch_size if world > 1 else None  # steps per epoch, all ranks
+    steps = data.num_samples // world // cfg.batch_size if data.num_samples else None  # per epoch, on every rank
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     try:
@@ -194,6 +205,8 @@ def training_loop(
             where = f"last good checkpoint: {ckpt_path} (step {saved_at})" if saved_at else "no checkpoint of this run"
             raise T2IError(f"non-finite loss at step {upcoming} ({name}={loss.item()}); stopped, {where}")
 
+    loader = Loader(train_urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed, workers=cfg.workers,
+                    rank=rank, world=world, steps=steps, pin_memory=device.startswith("cuda"))
     start_step, seen, t0 = step, 0, time.perf_counter()
     out: dict[str, torch.Tensor] = {}
     try:
@@ -201,9 +214,7 @@ def training_loop(
               tqdm(desc="train", unit="step", disable=rank != 0 or not progress, initial=step) as bar):
             while epoch < cfg.epochs:
                 G.train(), D.train()
-                stream = batches(train_urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed,
-                                 epoch=epoch, workers=cfg.workers, rank=rank, world=world)
-                for i, batch in enumerate(itertools.islice(stream, limit)):
+                for i, batch in enumerate(loader.epoch(epoch)):
                     if i < step_in_epoch:
                         continue  # resuming mid-epoch: replay the same order, skip what was done
                     x = step_inputs(batch, cfg, g, device)

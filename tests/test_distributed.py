@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2i.data.loader import stream
+from t2i.data.loader import Loader, stream
 from tests.conftest import free_port
 from tests.test_train import DATA, TINY
 
@@ -27,12 +27,12 @@ def keys(urls, n=None, **kw) -> list[str]:
 def test_ranks_read_disjoint_shards_cycled_to_equal_length(train_urls):
     assert len(train_urls) == 3
     shard_of = {k: url for url in train_urls for k in keys([url])}
-    per_rank = [keys(train_urls, 40, rank=r, world=2, shuffle=8, seed=3) for r in (0, 1)]
+    per_rank = [keys(train_urls, 40, rank=r, world=2, shuffle=8, seed=3, repeat=True) for r in (0, 1)]
     shards = [{shard_of[k] for k in ks} for ks in per_rank]
     assert not shards[0] & shards[1]  # whole shards per rank
     assert shards[0] | shards[1] == set(train_urls)
     assert all(len(ks) == 40 for ks in per_rank)  # more than either rank holds: cycled, never short
-    assert keys(train_urls, 40, rank=0, world=2, shuffle=8, seed=3) == per_rank[0]  # deterministic
+    assert keys(train_urls, 40, rank=0, world=2, shuffle=8, seed=3, repeat=True) == per_rank[0]  # deterministic
 
 
 def test_too_few_shards_fall_back_to_disjoint_sample_slices(train_urls):
@@ -40,6 +40,37 @@ def test_too_few_shards_fall_back_to_disjoint_sample_slices(train_urls):
     everything = keys(train_urls)
     assert sorted(k for ks in per_rank for k in ks) == sorted(everything)
     assert max(map(len, per_rank)) - min(map(len, per_rank)) <= 1
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_rank_takes_the_intended_steps_when_slices_split_unevenly(train_urls, world):
+    """3 shards of 12, 12 and 8 samples, too few for world x 2 workers: the ranks read sample
+    slices, and each worker drops its own partial batch. One pass leaves ranks short by different
+    amounts (at world 2, 4 and 3 batches: under DDP rank 0's 4th step would wait forever for
+    rank 1); with ``steps`` every rank takes exactly the intended number."""
+    batch, workers = 4, 2
+    steps = NUM_SAMPLES // world // batch
+    one_pass = [len(list(Loader(train_urls, batch, shuffle=8, seed=3, workers=workers, rank=r, world=world).epoch(0)))
+                for r in range(world)]
+    if world == 2:
+        assert one_pass == [4, 3]  # the hang this guards against
+    for r in range(world):
+        loader = Loader(train_urls, batch, shuffle=8, seed=3, workers=workers, rank=r, world=world, steps=steps)
+        for epoch in (0, 1):
+            got = list(loader.epoch(epoch))
+            assert len(got) == steps and all(len(b["key"]) == batch for b in got)
+
+
+def test_loader_workers_persist_across_epochs_and_keep_each_epochs_order(train_urls):
+    loader = Loader(train_urls, 4, shuffle=8, seed=3, workers=2, steps=8)
+    first = [b["key"] for b in loader.epoch(0)]
+    workers = [w.pid for w in loader.dataloader._iterator._workers]
+    second = [b["key"] for b in loader.epoch(1)]
+    assert [w.pid for w in loader.dataloader._iterator._workers] == workers  # the same processes
+    assert second != first
+    assert [b["key"] for b in Loader(train_urls, 4, shuffle=8, seed=3, workers=2, steps=8).epoch(1)] == second
+    again = [b["key"] for b in loader.epoch(0)]
+    assert again == first  # an epoch's order depends on (seed, epoch) alone: what a resume replays
 
 
 SCRIPT = """
@@ -129,3 +160,76 @@ def test_df_gan_with_ma_gp_trains_under_ddp(train_urls, tmp_path):
     assert len(r0) == 2 * (NUM_SAMPLES // 2 // TINY["batch_size"]) and r0 == r1
     config = torch.load(out / "model" / "generator.pt", weights_only=True)["config"]
     assert config["arch"] == "df-gan" and config["world_size"] == 2
+
+
+SYNC_BN = """
+import os, sys, torch
+import torch.distributed as dist
+from t2i.distributed import SyncBatchNorm
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)
+x_all = torch.randn(6, 3, 4, 4) * 3 + 1  # the global batch; rank r holds rows 2r .. 2r+1 (uneven values)
+w_all = torch.randn(6, 3, 4, 4)  # a fixed loss weight per element
+bn = SyncBatchNorm(3)
+with torch.no_grad():
+    bn.weight.copy_(torch.tensor([0.5, 1.0, 2.0])), bn.bias.copy_(torch.tensor([0.1, 0.0, -0.3]))
+x = x_all[2 * rank:2 * rank + 2].clone().requires_grad_()
+y = bn(x)
+(y * w_all[2 * rank:2 * rank + 2]).sum().backward()
+torch.save({{"y": y.detach(), "dx": x.grad, "dw": bn.weight.grad, "state": bn.state_dict()}},
+           os.path.join(sys.argv[1], f"rank{{rank}}.pt"))
+"""
+
+
+@pytest.mark.slow
+def test_sync_batchnorm_over_gloo_matches_batchnorm_on_the_global_batch(tmp_path):
+    """Three gloo ranks, each with 2 of the global batch's 6 images: outputs, input gradients
+    and running stats equal plain BatchNorm on the whole batch; parameter gradients summed over
+    ranks equal the whole batch's."""
+    path = tmp_path / "sync_bn.py"
+    path.write_text(SYNC_BN.format())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=3",
+                        f"--master_port={free_port()}", str(path), str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = [torch.load(tmp_path / f"rank{i}.pt") for i in range(3)]
+
+    torch.manual_seed(0)
+    x_all = (torch.randn(6, 3, 4, 4) * 3 + 1).requires_grad_()
+    w_all = torch.randn(6, 3, 4, 4)
+    bn = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, 1.0, 2.0])), bn.bias.copy_(torch.tensor([0.1, 0.0, -0.3]))
+    y = bn(x_all)
+    (y * w_all).sum().backward()
+    close = dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.cat([g["y"] for g in got]), y.detach(), **close)
+    torch.testing.assert_close(torch.cat([g["dx"] for g in got]), x_all.grad, **close)
+    torch.testing.assert_close(sum(g["dw"] for g in got), bn.weight.grad, **close)
+    for g in got:
+        assert g["state"].keys() == bn.state_dict().keys()
+        for k in ("running_mean", "running_var"):
+            torch.testing.assert_close(g["state"][k], getattr(bn, k), **close)
+
+
+@pytest.mark.slow
+def test_resume_on_another_world_size_says_what_changes(script, train_urls, tmp_path, capsys):
+    """Two ranks stop mid-epoch 2 (step 3 of 2 x 2); one process resumes: same weights and
+    optimisers, the global batch halves (said so), and the epoch goes on after the samples done."""
+    from t2i.params import TrainParams
+    from t2i.train import DataSpec, training_loop
+
+    out = tmp_path / "two"
+    assert torchrun(script, out, epochs=2, stop=3).returncode != 0
+    data = DataSpec(emb_dim=DATA.emb_dim, image_size=DATA.image_size, text_model="bow", num_samples=NUM_SAMPLES)
+    summary = training_loop(train_urls, out / "model", TrainParams(**{**TINY, "epochs": 2, "checkpoint_every": 1}),
+                            data=data, progress=False)
+    err = capsys.readouterr().err
+    assert summary["resumed"] and "written by 2 processes) on 1" in err and "from 16 to 8 images per step" in err
+    per_epoch = NUM_SAMPLES // TINY["batch_size"]
+    assert summary["steps"] == 3 + (per_epoch - 2)  # epoch 2: 16 of its 32 samples were done, 2 batches of 8
+    ckpt = torch.load(out / "model" / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["world_size"] == 1 and ckpt["epoch"] == 2

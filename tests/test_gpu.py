@@ -55,3 +55,25 @@ def test_df_gan_step_with_ma_gp_on_cuda(fast):
     assert all(v.device.type == "cuda" and torch.isfinite(v) for v in out.values()) and "d_magp" in out
     after = list((*t.G.parameters(), *t.D.parameters()))
     assert sum(not torch.equal(a, b) for a, b in zip(before, after)) > 0.5 * len(after)
+
+
+@pytest.mark.parametrize("extra", [{}, {"ca": True, "channels_last": True}, {"arch": "df-gan"}])
+def test_step_inputs_on_cuda_are_the_cpu_inputs_moved(extra):
+    """One pinned, non-blocking copy per dtype and uint8 images converted on the device: the same
+    values as the CPU path, from the same draws."""
+    cfg = TrainParams(batch_size=8, **extra)
+    batch = fake_batch(8, 32, 16)
+    on_cpu = step_inputs(batch, cfg, torch.Generator().manual_seed(0), "cpu")
+    on_gpu = step_inputs(batch, cfg, torch.Generator().manual_seed(0), "cuda")
+    torch.cuda.synchronize()
+    for name in on_cpu.__dataclass_fields__:
+        a, b = getattr(on_cpu, name), getattr(on_gpu, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert b.device.type == "cuda" and b.dtype == a.dtype and b.is_contiguous() == a.is_contiguous(), name
+            torch.testing.assert_close(b.cpu(), a, rtol=0, atol=1e-6, msg=name)  # CUDA may divide by a reciprocal
+
+
+def test_training_with_workers_on_cuda_reads_pinned_batches(train_urls, tmp_path):
+    summary = train(train_urls, tmp_path, epochs=2, device="cuda", workers=2)
+    assert summary["steps"] == 2 * (32 // 8)  # the train_urls fixture: 32 images, batch 8

@@ -121,3 +121,20 @@ def test_exp_run_trains_and_scores_df_gan(git_project):
                        cwd=git_project, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr
     assert (git_project / "df.png").stat().st_size > 0
+
+
+def test_exp_run_trains_on_two_processes(git_project):
+    """`dvc exp run -S train.nproc_per_node=2`: the train stage starts torchrun itself (two gloo
+    processes here), with synchronised BatchNorm and two loader workers per process; each
+    process takes the same steps per epoch, one summary is printed, rank 0 writes."""
+    import torch
+
+    log = dvc(git_project, "exp", "run", "-S", "train.arch=gan-cls", "-S", "train.nproc_per_node=2", "-S", "train.sync_bn=true",
+              "-S", "train.workers=2")
+    assert "Running stage 'train'" in log and "train: torchrun --standalone --nproc-per-node=2" in log
+    assert log.count(" steps, ") == 1  # one summary, from rank 0
+    ckpt = torch.load(git_project / "data/checkpoints/synthetic-flowers/checkpoint.pt", weights_only=False)
+    config = ckpt["config"]
+    assert config["world_size"] == 2 and config["sync_bn"] is True and "nproc_per_node" not in config
+    assert ckpt["step"] == config["epochs"] * (config["num_samples"] // 2 // config["batch_size"]) > 0
+    assert len(ckpt["rng_ranks"]) == 2

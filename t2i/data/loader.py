@@ -7,6 +7,7 @@ that resumes mid-epoch can replay the same order and skip the batches it already
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
 from pathlib import Path
@@ -84,13 +85,13 @@ def collate(samples: list[dict]) -> dict:
 
 
 def stream(urls: list[str], *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
-           rank: int = 0, world: int = 1, workers: int = 0) -> wds.WebDataset:
-    """Decoded samples; with ``shuffle`` > 0, shard order and a buffer shuffled per (seed, epoch).
+           rank: int = 0, world: int = 1, workers: int = 0, repeat: bool = False) -> wds.WebDataset:
+    """Decoded samples; with ``shuffle`` > 0, shard order and a buffer shuffled per (seed, epoch);
+    with ``repeat``, the same order again and again, without end (the caller cuts the epoch).
 
     Under DDP (``world`` > 1) every rank shuffles the shard list the same way, then:
     - with at least one shard per rank and worker, rank r reads shards r, r + world, ... (and
-      each DataLoader worker a share of those), cycled without end so that every rank can take
-      the same number of batches: the caller cuts the epoch (``t2i.train`` does);
+      each DataLoader worker a share of those);
     - with fewer shards (tiny datasets), every rank reads them all and keeps every
       ``world``-th sample from ``rank`` on: disjoint slices that differ in size by at most one.
     """
@@ -102,22 +103,65 @@ def stream(urls: list[str], *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
         urls = urls[rank::world]  # WebDataset's split_by_node, with rank and world passed in
     ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None,
                         workersplitter=wds.split_by_worker, empty_check=False)
-    if by_shard:
-        ds = ds.repeat()
-    elif world > 1:
+    if world > 1 and not by_shard:
         ds = ds.slice(rank, None, world)
     if shuffle:
         ds = ds.shuffle(shuffle, initial=shuffle, seed=f"{seed}-{epoch}-{rank}-buffer")
+    if repeat:
+        ds = ds.repeat()  # WebDataset repeats the whole pipeline, the stages added later too
     return ds.map(decode)
 
 
+class EpochBatches(torch.utils.data.IterableDataset):
+    """The batches of one epoch per iteration (see ``Loader``). The epoch sits in shared memory
+    and is read when an iteration starts, so DataLoader workers kept across epochs follow
+    ``set_epoch`` made in the main process."""
+
+    def __init__(self, urls: list[str], batch_size: int, drop_last: bool, **stream_kw) -> None:
+        self.urls, self.batch_size, self.drop_last, self.stream_kw = urls, batch_size, drop_last, stream_kw
+        self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.fill_(epoch)
+
+    def __iter__(self):
+        ds = stream(self.urls, epoch=int(self.epoch), **self.stream_kw)
+        return iter(ds.batched(self.batch_size, collation_fn=collate, partial=not self.drop_last))
+
+
+class Loader:
+    """Batches of embedded shards, epoch after epoch, from one loader built once: with
+    ``workers`` > 0 its DataLoader processes stay alive across epochs (persistent, prefetching,
+    batches in pinned memory with ``pin_memory``). Epoch ``e`` is deterministic per (seed, e),
+    whatever came before it, so a run resumed mid-epoch replays the same order.
+
+    ``steps`` fixes the batches per epoch: the stream repeats and is cut there, so every rank
+    takes exactly that many, even where its share splits unevenly across its workers (each
+    worker drops its own partial batch). Without ``steps``, an epoch is one pass over the data.
+    """
+
+    def __init__(self, urls: list[str], batch_size: int, *, shuffle: int = 0, seed: int = 0, workers: int = 0,
+                 drop_last: bool = True, rank: int = 0, world: int = 1, steps: int | None = None,
+                 pin_memory: bool = False) -> None:
+        self.urls, self.steps = list(urls), steps
+        workers = min(workers, len(self.urls))  # a worker without a shard has nothing to read
+        self.dataset = EpochBatches(self.urls, batch_size, drop_last, shuffle=shuffle, seed=seed, rank=rank,
+                                    world=world, workers=workers, repeat=steps is not None)
+        self.dataloader = None if workers == 0 else torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, num_workers=workers, persistent_workers=True, prefetch_factor=4,
+            pin_memory=pin_memory, generator=torch.Generator())  # its own generator: the global RNG is left alone
+
+    def epoch(self, epoch: int):
+        """Iterate the batches of ``epoch`` (see ``collate``); a shard that cannot be read is a T2IError."""
+        self.dataset.set_epoch(epoch)
+        it = iter(self.dataloader if self.dataloader is not None else self.dataset)
+        return _named_errors(itertools.islice(it, self.steps), self.urls)
+
+
 def batches(urls: list[str], batch_size: int, *, shuffle: int = 0, seed: int = 0, epoch: int = 0,
-            workers: int = 0, drop_last: bool = True, rank: int = 0, world: int = 1):
-    """Iterate batches (see ``collate``); ``workers`` > 0 decodes in DataLoader processes."""
-    ds = stream(urls, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world=world, workers=workers).batched(
-        batch_size, collation_fn=collate, partial=not drop_last)
-    return _named_errors(iter(ds) if workers == 0 else iter(wds.WebLoader(ds, batch_size=None, num_workers=workers)),
-                         urls)
+            workers: int = 0, drop_last: bool = True):
+    """One pass over ``urls`` in batches (see ``collate``); ``workers`` > 0 decodes in DataLoader processes."""
+    return Loader(urls, batch_size, shuffle=shuffle, seed=seed, workers=workers, drop_last=drop_last).epoch(epoch)
 
 
 def _named_errors(batches_, urls: list[str]):
