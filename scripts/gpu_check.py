@@ -251,6 +251,17 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
         return {"batch_size": cfg.batch_size}
 
     phase("profile", profile)
+
+    def compiled() -> dict:  # last: torch.compile's modes (reduce-overhead = CUDA graphs) against eager
+        from t2i import bench
+
+        if not device.startswith("cuda"):
+            return {"skipped": "needs CUDA (CUDA graphs)"}
+        cfg = p.train.model_copy(update={"batch_size": max(batches), "ngf": width, "ndf": width})
+        r = bench.compile_rates(cfg, image_size=p.shard.image_size, device=device, seconds=seconds)
+        return {**r, **{f"{m}_ratio": r[m] / r["eager"] for m in ("default", "reduce-overhead")}}
+
+    phase("compile", compiled)
     signal.setitimer(signal.ITIMER_REAL, 0)
     failed = [k for k, v in phase.report["phases"].items() if not v["ok"]]
     print(f"gpu-check: {len(phase.report['phases']) - len(failed)} phases ok"

@@ -129,6 +129,30 @@ def shards_step(cfg: TrainParams, urls: list[str], device: str = "cpu", seconds:
                  device=device)
 
 
+def compile_rates(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, device: str = "cpu",
+                  seconds: float = 3.0, modes: tuple[str, ...] = ("default", "reduce-overhead")) -> dict:
+    """Images/s of ``gan_step`` on one fixed batch with the pass modules eager and compiled in
+    each ``torch.compile`` mode (``reduce-overhead`` captures CUDA graphs: what a launch-bound
+    step may gain), timed in one run; and each mode's compile time (its warm-up). Not a
+    ``t2i bench`` row: ``scripts/gpu_check.py`` runs it on a GPU, where it may pay."""
+    import dataclasses
+
+    model_cfg = model_config(cfg, emb_dim, image_size)
+    eager = cfg.model_copy(update={"compile": False})
+    x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), eager, torch.Generator().manual_seed(0), device)
+    t = trainables(eager, model_cfg, device)
+    out = {"eager": _rate(lambda: gan_step(t, x, eager), cfg.batch_size, seconds, device=device)}
+    for mode in modes:
+        torch._dynamo.reset()  # each mode compiles from scratch
+        t = trainables(eager, model_cfg, device)
+        t = dataclasses.replace(t, **{k: torch.compile(getattr(t, k), mode=mode) for k in ("g_passes", "d_passes", "d_fakes")})
+        start = time.perf_counter()
+        gan_step(t, x, eager)  # compiles
+        out[f"{mode}_compile_s"] = time.perf_counter() - start
+        out[mode] = _rate(lambda: gan_step(t, x, eager), cfg.batch_size, seconds, device=device)
+    return out
+
+
 def loader_rate(urls: list[str], batch_size: int, workers: int = 0, batches: int = 20) -> float:
     """Batches/s the training loader delivers (shuffled, decoded), reading ``urls`` alone."""
     from t2i.data.loader import batches as stream

@@ -39,3 +39,15 @@ def test_embed_row_compares_with_plain_encode():
     e = bench.embed_rate(captions)
     assert e["distinct"] == 20 and e["captions"] == 60
     assert e["min_cosine"] > 0.99 and e["captions_s"] > 0 and e["plain_captions_s"] > 0
+
+
+@pytest.mark.slow
+def test_compile_rates_time_eager_and_each_compile_mode():
+    """What the GPU check measures for torch.compile's modes, run here on a tiny step (on the CPU,
+    reduce-overhead has no CUDA graphs to capture and compiles like the default mode)."""
+    from t2i.bench import compile_rates
+
+    cfg = TrainParams(ngf=4, ndf=4, z_dim=8, proj_dim=8, batch_size=4, threads=1)
+    r = compile_rates(cfg, image_size=32, emb_dim=8, seconds=0.05, modes=("reduce-overhead",))
+    assert r.keys() == {"eager", "reduce-overhead", "reduce-overhead_compile_s"}
+    assert r["eager"] > 0 and r["reduce-overhead"] > 0 and r["reduce-overhead_compile_s"] > 0

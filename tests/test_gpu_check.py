@@ -63,12 +63,13 @@ def test_gpu_check_runs_end_to_end_without_the_absent_packages(tmp_path):
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["bench-8.json", "grid.png", "metrics.json", "profile.txt", "run.json"]
     phases = json.loads((out / "run.json").read_text())["phases"]
-    assert list(phases) == ["versions", "tests", "data", "bench-8", "bench-1", "train", "profile"]
+    assert list(phases) == ["versions", "tests", "data", "bench-8", "bench-1", "train", "profile", "compile"]
     failed = {k: v["error"] for k, v in phases.items() if not v["ok"]}
     assert failed.keys() == {"bench-1"} and "more than 1 value per channel" in failed["bench-1"], (failed, r.stdout[-3000:])
     assert r.returncode == 1 and "failed: bench-1" in r.stdout
     assert phases["versions"]["torch"] and phases["tests"]["summary"]  # test_gpu.py collected (and skipped)
     assert phases["bench-8"]["img_s"] > 0 and phases["train"]["summary"]["steps"] > 0
+    assert phases["compile"]["skipped"] == "needs CUDA (CUDA graphs)"
     assert phases["train"]["skipped"] == {} or "phrasing" not in phases["train"]["skipped"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert "phrasing/petal_colour/novel" in metrics  # its captions came from the table
@@ -81,7 +82,7 @@ def test_gpu_check_runs_end_to_end_without_the_absent_packages(tmp_path):
                        env=env, capture_output=True, text=True)
     phases = json.loads((tmp_path / "out2" / "run.json").read_text())["phases"]
     assert r.returncode == 1 and "rerun scripts/gpu_check.py prepare" in phases["data"]["error"]
-    assert list(phases)[-1] == "profile" and phases["bench-8"]["ok"]
+    assert list(phases)[-1] == "compile" and phases["bench-8"]["ok"]
 
 
 def test_the_time_limit_stops_the_phase_under_way_and_records_the_rest(tmp_path):
@@ -90,7 +91,7 @@ def test_the_time_limit_stops_the_phase_under_way_and_records_the_rest(tmp_path)
                         "--table", str(tmp_path / "none.npz"), "--limit", "1", *[a for s in TINY for a in ("-S", s)]],
                        env=env, capture_output=True, text=True, timeout=120)
     phases = json.loads((tmp_path / "out" / "run.json").read_text())["phases"]
-    assert r.returncode == 1 and list(phases)[-1] == "profile"
+    assert r.returncode == 1 and list(phases)[-1] == "compile"
     stopped = [k for k, v in phases.items() if "time limit" in v.get("error", "")]
-    assert stopped and stopped[-1] == "profile" and all(not phases[k]["ok"] for k in stopped)
+    assert stopped and stopped[-1] == "compile" and all(not phases[k]["ok"] for k in stopped)
     assert any("stopped by the 1 s time limit" in phases[k]["error"] for k in stopped)
