@@ -254,9 +254,12 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
                         "wide_speedup": rows["wide"]["img_s"] / rows["wide_eager"]["img_s"],
                         "wide_flops_per_img": rows["wide"]["flops_per_img"],
                         "matmul_peak_flops": peak, "peak_share": here["img_s"] * here["flops_per_img"] / peak}
-    if urls:
-        shards = max(shards_step(cfg, urls, device, seconds) for _ in range(2))  # the best of two, as above
-        results["shards"] = {"img_s": shards, "fixed_batch_img_s": here["img_s"], "ratio": shards / here["img_s"],
+    if urls:  # the step fed from the shards against the step on one fixed batch, in interleaved rounds
+        shards = fixed = 0.0
+        for _ in range(2):
+            fixed = max(fixed, train_step(cfg, image_size, emb_dim, device, seconds)["img_s"])
+            shards = max(shards, shards_step(cfg, urls, device, seconds))
+        results["shards"] = {"img_s": shards, "fixed_batch_img_s": fixed, "ratio": shards / fixed,
                              "workers": cfg.workers}
         delivered = loader_rate(urls, cfg.batch_size, cfg.workers)
         consumed = here["img_s"] / cfg.batch_size
