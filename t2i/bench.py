@@ -145,7 +145,8 @@ def compile_rates(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, de
     for mode in modes:
         torch._dynamo.reset()  # each mode compiles from scratch
         t = trainables(eager, model_cfg, device)
-        t = dataclasses.replace(t, **{k: torch.compile(getattr(t, k), mode=mode) for k in ("g_passes", "d_passes", "d_fakes")})
+        passes = ("g_passes", "d_passes", "d_fakes")
+        t = dataclasses.replace(t, **{k: torch.compile(getattr(t, k), mode=mode) for k in passes})
         start = time.perf_counter()
         gan_step(t, x, eager)  # compiles
         out[f"{mode}_compile_s"] = time.perf_counter() - start

@@ -129,8 +129,8 @@ def test_exp_run_trains_on_two_processes(git_project):
     process takes the same steps per epoch, one summary is printed, rank 0 writes."""
     import torch
 
-    log = dvc(git_project, "exp", "run", "-S", "train.arch=gan-cls", "-S", "train.nproc_per_node=2", "-S", "train.sync_bn=true",
-              "-S", "train.workers=2")
+    log = dvc(git_project, "exp", "run", "-S", "train.arch=gan-cls", "-S", "train.nproc_per_node=2",
+              "-S", "train.sync_bn=true", "-S", "train.workers=2")
     assert "Running stage 'train'" in log and "train: torchrun --standalone --nproc-per-node=2" in log
     assert log.count(" steps, ") == 1  # one summary, from rank 0
     ckpt = torch.load(git_project / "data/checkpoints/synthetic-flowers/checkpoint.pt", weights_only=False)
