@@ -17,7 +17,8 @@ def test_rows_are_measured(train_urls):
     assert t["fp32_eager_img_s"] > 0 and t["speedup"] > 0 and t["wide_speedup"] > 0
     assert t["wide_flops_per_img"] > 10 * t["flops_per_img"] > 0  # width 64 vs 8: far more work
     assert r["load"]["batches_s"] > 0 and r["load"]["ratio"] > 0
-    assert r["shards"]["img_s"] > 0 and r["shards"]["fixed_batch_img_s"] == t["img_s"] and r["shards"]["ratio"] > 0
+    sh = r["shards"]  # its own fixed-batch figure, timed in the same rounds as the step fed from the shards
+    assert sh["img_s"] > 0 and sh["fixed_batch_img_s"] > 0 and sh["ratio"] == sh["img_s"] / sh["fixed_batch_img_s"]
     assert r["shard"]["img_s"] > 0 and r["memory"]["peak_rss_mib"] > 50
     text = bench.table(r)
     assert [line.split()[0] for line in text.splitlines()] == ["train", "family", "shards", "load", "shard", "memory"]
