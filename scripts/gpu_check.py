@@ -181,11 +181,14 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
 
     phase("data", make_data)
 
+    def at_width(batch: int):  # the train params of the bench, profile and compile phases
+        return p.train.model_copy(update={"batch_size": batch, "ngf": width, "ndf": width})
+
     def bench_at(batch: int):
         def fn() -> dict:  # the params' fast path against fp32 eager, at width ``width``
             from t2i import bench
 
-            cfg = p.train.model_copy(update={"batch_size": batch, "ngf": width, "ndf": width})
+            cfg = at_width(batch)
             try:  # with the shards, the "train from shards" and loader rows too
                 urls = embedded_urls(at.embeddings, "train")
             except T2IError:
@@ -233,7 +236,7 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
         from t2i.data.loader import batches as stream
         from t2i.gan import gan_step, model_config, step_inputs, trainables
 
-        cfg = p.train.model_copy(update={"batch_size": max(batches), "ngf": width, "ndf": width})
+        cfg = at_width(max(batches))
         urls = embedded_urls(at.embeddings, "train")
         first = next(stream(urls, cfg.batch_size, drop_last=False))
         t = trainables(cfg, model_config(cfg, first["emb"].shape[-1], first["image"].shape[-1]), device)
@@ -257,7 +260,7 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
 
         if not device.startswith("cuda"):
             return {"skipped": "needs CUDA (CUDA graphs)"}
-        cfg = p.train.model_copy(update={"batch_size": max(batches), "ngf": width, "ndf": width})
+        cfg = at_width(max(batches))
         r = bench.compile_rates(cfg, image_size=p.shard.image_size, device=device, seconds=seconds)
         return {**r, **{f"{m}_ratio": r[m] / r["eager"] for m in ("default", "reduce-overhead")}}
 
