@@ -45,8 +45,8 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
 
 def torchrun(nproc: int, params_file: Path, overrides: list[str] | None, data: Path) -> int:
     """Run this stage again as ``nproc`` torchrun processes on this machine (``--standalone``),
-    or, with $T2I_TORCHRUN set (e.g. "--nnodes 2 --node-rank 0 --rdzv-endpoint host:29500"),
-    as this node's share of a multi-node run; returns its exit code."""
+    or, with $T2I_TORCHRUN set (e.g. "--nnodes 2 --rdzv-backend c10d --rdzv-endpoint host:29500
+    --rdzv-id run1"; docs/gpu.md), as this machine's share of a multi-node run; returns its exit code."""
     where = shlex.split(os.environ.get("T2I_TORCHRUN", "")) or ["--standalone"]
     cmd = [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={nproc}",
            "-m", "stages.cli", "train", "--params", str(params_file), "--data", str(data),

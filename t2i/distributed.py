@@ -7,6 +7,7 @@ calls them unconditionally.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 
@@ -22,6 +23,9 @@ def init(device: str) -> tuple[int, int, str]:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        # Torn down while the interpreter is still whole: left to exit, gloo's threads can abort
+        # the process (SIGABRT, "terminate called without an active exception") after a good run.
+        atexit.register(dist.destroy_process_group)
     if device == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
@@ -63,6 +67,27 @@ def all_reduce_mean(tensors: list[torch.Tensor | None]) -> None:
         offset += t.numel()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """The sum of ``x`` over ranks, differentiable: each rank's sum feeds every rank's loss, so
+    the gradient of ``x`` is the sum of the ranks' output gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return _summed(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _summed(grad)
+
+
+def _summed(x: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    x = x.clone()
+    dist.all_reduce(x)
+    return x
+
+
 class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch, across all ranks.
 
@@ -80,12 +105,10 @@ class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         C, dims = x.size(1), [0, *range(2, x.dim())]
         xf = x.float()
         count = torch.full((1,), x.numel() / C, device=x.device)
-        stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))  # (2C + 1,) global sums
+        stats = _AllReduceSum.apply(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))  # (2C + 1,) global sums
         n = stats[-1]
         mean = stats[:C] / n
         var = (stats[C:2 * C] / n - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises with

@@ -177,7 +177,8 @@ def trainables(cfg: TrainParams, model_cfg: ModelConfig | DFConfig, device: str 
     (fused on CUDA), and the passes the step calls; with ``world`` > 1, wrapped in
     DistributedDataParallel (with ``cfg.sync_bn``, BatchNorm statistics over all ranks' batches)."""
     torch.manual_seed(cfg.seed)
-    if str(device).startswith("cuda"):
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
         torch.backends.cudnn.benchmark = True  # the step's shapes never change: let cuDNN pick its fastest kernels
     G, D = (m.to(device) for m in build(cfg.arch, model_cfg))
     if cfg.channels_last:
@@ -186,7 +187,7 @@ def trainables(cfg: TrainParams, model_cfg: ModelConfig | DFConfig, device: str 
         from t2i.distributed import sync_batchnorm
 
         G, D = sync_batchnorm(G), sync_batchnorm(D)
-    fused = {"fused": True} if str(device).startswith("cuda") else {}
+    fused = {"fused": True} if cuda else {}
     if cfg.arch == "df-gan":
         df = cfg.df_gan
         D.open_gates(df.d_gate)
@@ -204,7 +205,7 @@ def trainables(cfg: TrainParams, model_cfg: ModelConfig | DFConfig, device: str 
 
         # Buffers (BatchNorm running stats) are averaged at every checkpoint instead of being
         # broadcast from rank 0 before every forward (t2i.train).
-        ids = [torch.device(device).index] if str(device).startswith("cuda") else None
+        ids = [torch.device(device).index] if cuda else None
         g_passes, d_passes = (DDP(m, device_ids=ids, broadcast_buffers=False) for m in (g_passes, d_passes))
     if cfg.compile:
         g_passes, d_passes, d_fakes = (torch.compile(m) for m in (g_passes, d_passes, d_fakes))
