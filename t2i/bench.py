@@ -226,6 +226,9 @@ def peak_rss_of_training(urls: list[str], cfg: TrainParams, emb_dim: int, image_
 def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, image_size: int = 64,
         captions: list[str] | None = None, device: str = "cpu", seconds: float = 3.0) -> dict:
     """Every row that the inputs allow (``urls``: embedded train shards; ``captions``: for embed)."""
+    from t2i.device import pick_precision
+
+    cfg = cfg.model_copy(update={"precision": pick_precision(cfg.precision, device)})
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     results: dict = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__}

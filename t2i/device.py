@@ -1,4 +1,4 @@
-"""The one device resolver of every command (its own module, so that code which only needs a device
+"""The one device resolver of every command, and the precision that follows from it (its own module, so that code which only needs a device
 does not depend on the text encoder)."""
 
 from __future__ import annotations
@@ -19,3 +19,11 @@ def pick_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise T2IError(f"device {device!r} requested but no CUDA GPU is available")
     return device
+
+
+def pick_precision(precision: str, device: str) -> str:
+    """``train.precision`` on ``device`` -> fp32 or bf16: auto is bf16 on CUDA and fp32 elsewhere
+    (4 seeds of each on the default run scored alike: docs/performance.md, "Four seeds each")."""
+    if precision != "auto":
+        return precision
+    return "bf16" if str(device).startswith("cuda") else "fp32"

@@ -213,9 +213,11 @@ def trainables(cfg: TrainParams, model_cfg: ModelConfig | DFConfig, device: str 
 
 
 def autocast(cfg: TrainParams, device: torch.device | str):
-    """The forward passes' precision: bf16 autocast when ``cfg.precision`` asks for it."""
+    """The forward passes' precision: bf16 autocast when ``cfg.precision`` asks for it (auto: on CUDA)."""
+    from t2i.device import pick_precision
+
     kind = torch.device(device).type
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=pick_precision(cfg.precision, kind) == "bf16")
 
 
 def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str = "cpu") -> StepInputs:

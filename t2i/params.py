@@ -186,7 +186,7 @@ class TrainParams(Section):
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast for the forward passes, losses in fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast forward passes, fp32 losses; auto: bf16 on CUDA, else fp32
     channels_last: bool = False  # NHWC images and conv weights
     compile: bool = False  # torch.compile G and D (the step itself stays eager)
     threads: int = Field(2, ge=0)  # torch CPU threads, 0 = torch's default (all cores)

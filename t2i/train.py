@@ -146,9 +146,10 @@ def training_loop(
     with too few shards, its own slice of the samples) for the same number of steps per epoch,
     gradients are averaged across ranks and only rank 0 writes.
     """
-    from t2i.device import pick_device
+    from t2i.device import pick_device, pick_precision
 
     rank, world, device = init(pick_device(cfg.device))
+    cfg = cfg.model_copy(update={"precision": pick_precision(cfg.precision, device)})  # recorded as run: fp32 or bf16
     if data.num_samples is not None and data.num_samples // world < cfg.batch_size:
         raise T2IError(f"batch_size={cfg.batch_size} is more than the {data.num_samples} training images"
                        + (f" split across {world} ranks" if world > 1 else ""))

@@ -15,7 +15,7 @@ from tests.test_train import train
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.mark.parametrize("fast", [{}, {"precision": "bf16", "channels_last": True}])
+@pytest.mark.parametrize("fast", [{"precision": "fp32"}, {"precision": "bf16", "channels_last": True}])
 def test_gan_step_on_cuda_updates_both_models(fast):
     cfg = TrainParams(ngf=16, ndf=16, batch_size=16, device="cuda", **fast)
     t = trainables(cfg, ModelConfig(emb_dim=32, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=16, ndf=16, image_size=64, ca=False),
@@ -31,10 +31,10 @@ def test_gan_step_on_cuda_updates_both_models(fast):
 
 
 def test_training_on_cuda_saves_a_generator_that_loads_on_cpu(train_urls, tmp_path):
-    summary = train(train_urls, tmp_path, epochs=1, device="cuda", precision="bf16", channels_last=True)
+    summary = train(train_urls, tmp_path, epochs=1, device="cuda", precision="auto", channels_last=True)
     assert summary["steps"] > 0
     G, config = load_generator(tmp_path / GENERATOR, "cpu")
-    assert config["device"] == "cuda"
+    assert config["device"] == "cuda" and config["precision"] == "bf16"  # auto, on CUDA
     images = G(torch.randn(2, G.cfg.z_dim), torch.randn(2, G.cfg.emb_dim))
     assert torch.isfinite(images).all()
 
@@ -44,7 +44,7 @@ def test_bench_times_the_cuda_step():
     assert r["img_s"] > 0 and r["flops_per_img"] > 0
 
 
-@pytest.mark.parametrize("fast", [{}, {"precision": "bf16", "channels_last": True}])
+@pytest.mark.parametrize("fast", [{"precision": "fp32"}, {"precision": "bf16", "channels_last": True}])
 def test_df_gan_step_with_ma_gp_on_cuda(fast):
     from t2i.gan import model_config
 

@@ -46,6 +46,18 @@ def test_each_loss_switch_changes_training(train_urls, tmp_path, switch):
     assert not same(weights(tmp_path / "base" / GENERATOR), weights(tmp_path / "varied" / GENERATOR))
 
 
+def test_precision_auto_is_fp32_on_the_cpu_to_the_byte(train_urls, tmp_path):
+    """The default precision (auto) trains on the CPU exactly as fp32 did, config record included."""
+    from t2i.device import pick_precision
+
+    for p in ("auto", "fp32"):
+        train(train_urls, tmp_path / p, epochs=1, precision=p)
+    for name in (GENERATOR, CHECKPOINT):
+        assert (tmp_path / "auto" / name).read_bytes() == (tmp_path / "fp32" / name).read_bytes()
+    assert [pick_precision("auto", d) for d in ("cpu", "cuda", "cuda:1")] == ["fp32", "bf16", "bf16"]
+    assert pick_precision("bf16", "cpu") == "bf16" and pick_precision("fp32", "cuda") == "fp32"
+
+
 @pytest.mark.parametrize("coef, term, params", [("int_coef", "int", {}), ("kl_coef", "kl", {"ca": True}),
                                                   ("ms_coef", "ms", {})])
 def test_each_extra_term_enters_g_loss_with_its_weight(train_urls, coef, term, params):
