@@ -1,0 +1,125 @@
+"""Which CPU math libraries make a run's bytes depend on the machine: a fingerprint to compare.
+
+``dvc repro`` is byte-identical on one machine, but two machine kinds have written different
+embeddings (and so different everything after them). This prints, for the machine it runs on,
+the hash of two computations of the default pipeline:
+
+- ``embed``: all-MiniLM-L6-v2 on the first ``--captions`` distinct captions of the default
+  synthetic flowers, stored as the embed stage stores them (float16);
+- ``train``: ``--steps`` GAN-CLS steps at the default params on one fixed random batch (G's weights);
+
+and what each costs (the embed call's seconds, the training step's images/s by
+``t2i.bench.train_step``), each under the CPU's own kernels ("native") and with one dispatch pinned by its environment
+variable: MKL's conditional numerical reproducibility (``MKL_CBWR``), ATen's vector width
+(``ATEN_CPU_CAPABILITY``), oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``), and all three.
+Each row runs in a fresh process with 2 torch threads. Run it on two machines: a row whose
+hashes agree on both is a setting under which they compute the same bytes
+(docs/reliability.md, "Across machines", has one machine's table).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/numerics_fingerprint.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PINS = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+ROWS = {"native": {}, **{k: {k: v} for k, v in PINS.items()}, "all three": PINS}
+
+
+def digest(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()[:12]
+
+
+def measure(captions: int, steps: int, seconds: float) -> dict:
+    """The two hashes and their costs in this process (its environment already set)."""
+    sys.path.insert(0, str(ROOT))
+    import time
+
+    import numpy as np
+    import torch
+
+    from t2i.bench import fake_batch, train_step
+    from t2i.data import synth
+    from t2i.gan import gan_step, model_config, step_inputs, trainables
+    from t2i.params import load_params
+    from t2i.text import TextEncoder
+
+    torch.set_num_threads(2)
+    p = load_params(ROOT / "params.yaml")
+    s = p.synth
+    texts: dict[str, None] = {}  # distinct captions, in order
+    for x in synth.flowers(s.num_images, s.render_size, s.seed, s.test_fraction):
+        texts.update(dict.fromkeys(x.captions))
+        if len(texts) >= captions:
+            break
+    encoder = TextEncoder(p.embed.model, "cpu", p.embed.batch_size)
+    encoder.encode(["a warm-up caption"])
+    t0 = time.perf_counter()
+    emb = encoder.encode(sorted(list(texts)[:captions]))
+    embed_s = time.perf_counter() - t0
+    cfg = p.train.model_copy(update={"device": "cpu"})
+    t = trainables(cfg, model_config(cfg, emb.shape[1], p.shard.image_size), "cpu")
+    x = step_inputs(fake_batch(cfg.batch_size, p.shard.image_size, emb.shape[1]), cfg,
+                    torch.Generator().manual_seed(0), "cpu")
+    for _ in range(steps):
+        gan_step(t, x, cfg)
+    weights = b"".join(v.detach().numpy().tobytes() for v in t.G.state_dict().values())
+    img_s = train_step(cfg, p.shard.image_size, emb.shape[1], "cpu", seconds)["img_s"] if seconds > 0 else None
+    return {"embed": digest(emb.astype(np.float16).tobytes()), "train": digest(weights),
+            "aten": torch.backends.cpu.get_cpu_capability(), "embed_s": round(embed_s, 2),
+            "img_s": round(img_s, 1) if img_s else None}
+
+
+def cpu() -> str:
+    """The CPU's model name and its widest vector extensions, from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    first = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.split("\n\n")[0].splitlines())}
+    flags = first.get("flags", "").split()
+    wide = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile") if f in flags]
+    return (f"{first.get('vendor_id', '?')} {first.get('model name', '?')} (family {first.get('cpu family', '?')}, "
+            f"model {first.get('model', '?')}; {' '.join(wide)})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--captions", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0, help="timing of the training step per row (0: none)")
+    ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(measure(a.captions, a.steps, a.seconds)))
+        return
+    clean = {k: v for k, v in os.environ.items() if k not in PINS}
+    out = {"cpu": cpu(), "rows": {}}
+    for name in a.rows:
+        r = subprocess.run([sys.executable, __file__, "--child", "--captions", str(a.captions), "--steps", str(a.steps),
+                            "--seconds", str(a.seconds)],
+                           env={**clean, "HF_HUB_OFFLINE": "1", **ROWS[name]}, capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(f"numerics_fingerprint: row {name!r} failed: {r.stderr.strip().splitlines()[-1]}")
+        out["rows"][name] = json.loads(r.stdout.strip().splitlines()[-1])
+    if a.json:
+        print(json.dumps(out))
+        return
+    print(out["cpu"])
+    print(f"{'row':<22} {'embed':<13} {'train':<13} {'ATen':<7} {'embed s':>8} {'step img/s':>11}")
+    for name, r in out["rows"].items():
+        print(f"{name:<22} {r['embed']:<13} {r['train']:<13} {r['aten']:<7} {r['embed_s']:>8} {r['img_s'] or '-':>11}")
+
+
+if __name__ == "__main__":
+    main()
