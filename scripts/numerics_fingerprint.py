@@ -9,9 +9,10 @@ the hash of two computations of the default pipeline:
 - ``train``: ``--steps`` GAN-CLS steps at the default params on one fixed random batch (G's weights);
 
 and what each costs (the embed call's seconds, the training step's images/s by
-``t2i.bench.train_step``), each under the CPU's own kernels ("native") and with one dispatch pinned by its environment
-variable: MKL's conditional numerical reproducibility (``MKL_CBWR``), ATen's vector width
-(``ATEN_CPU_CAPABILITY``), oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``), and all three.
+``t2i.bench.train_step``), each under the CPU's own kernels ("native") and with one dispatch
+pinned by its environment variable: MKL's conditional numerical reproducibility
+(``MKL_CBWR``), ATen's vector width (``ATEN_CPU_CAPABILITY``), oneDNN's instruction set
+(``ONEDNN_MAX_CPU_ISA``), and all three.
 Each row runs in a fresh process with 2 torch threads. Run it on two machines: a row whose
 hashes agree on both is a setting under which they compute the same bytes
 (docs/reliability.md, "Across machines", has one machine's table).

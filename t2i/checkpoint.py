@@ -25,7 +25,8 @@ GENERATOR = "generator.pt"
 # many processes (world_size: the run goes on with another global batch; t2i.train says so).
 # Every other key of the stored config must match, including any added later: the data, the
 # model, the losses, the optimiser, the data order (workers change which samples a step sees)
-# and the numerics (precision, channels_last, compile, sync_bn).
+# and the numerics (precision, channels_last, compile, sync_bn); t2i.train resolves precision
+# "auto" to a resumed run's own, so that moving a run between CPU and CUDA still resumes it.
 FREE_ON_RESUME = frozenset({"epochs", "log_every", "threads", "device", "world_size"})
 
 

@@ -1,5 +1,5 @@
-"""The one device resolver of every command, and the precision that follows from it (its own module, so that code which only needs a device
-does not depend on the text encoder)."""
+"""The one device resolver of every command, and the precision that follows from the device (its
+own module, so that code which only needs a device does not depend on the text encoder)."""
 
 from __future__ import annotations
 

@@ -95,10 +95,10 @@ class TrainLog:
             self.live.end()
 
 
-def _resume(path: Path, config: dict, t, g: torch.Generator, rank: int, device: str) -> dict | None:
-    """Load the checkpoint at ``path`` into ``t`` (models, optimisers) and ``g`` (this rank's
-    random stream) if its config matches ``config`` (but for the keys free on resume); say why not if not."""
-    saved = load_state(path, device)
+def _resume(path: Path, saved: dict | None, config: dict, t, g: torch.Generator, rank: int) -> dict | None:
+    """Load ``saved``, the checkpoint read from ``path``, into ``t`` (models, optimisers) and ``g``
+    (this rank's random stream) if its config matches ``config`` (but for the keys free on
+    resume); say why not if not."""
     if saved is None:
         return None
     if why := resume_blockers(saved, config):
@@ -149,6 +149,7 @@ def training_loop(
     from t2i.device import pick_device, pick_precision
 
     rank, world, device = init(pick_device(cfg.device))
+    auto = cfg.precision == "auto"
     cfg = cfg.model_copy(update={"precision": pick_precision(cfg.precision, device)})  # recorded as run: fp32 or bf16
     if data.num_samples is not None and data.num_samples // world < cfg.batch_size:
         raise T2IError(f"batch_size={cfg.batch_size} is more than the {data.num_samples} training images"
@@ -166,15 +167,21 @@ def training_loop(
     config = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
               "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
               **cfg.recorded(), "model": asdict(model_cfg), "world_size": world}
+    ckpt_path = Path(checkpoint_dir or out_dir) / CHECKPOINT
+    saved = load_state(ckpt_path, device)
+    was = saved["config"].get("precision") if saved is not None else None
+    if auto and was in ("fp32", "bf16"):  # auto keeps the precision of a run it resumes (e.g. one moved from CPU to CUDA)
+        kept = {**config, "precision": was}
+        if not resume_blockers(saved, kept):
+            config, cfg = kept, cfg.model_copy(update={"precision": was})
 
     t = trainables(cfg, model_cfg, device, world)
     G, D = t.G, t.D
     g = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # every random draw of the loop
     fixed_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
-    ckpt_path = Path(checkpoint_dir or out_dir) / CHECKPOINT
     step = epoch = step_in_epoch = 0
     saved_at = None  # the step of this run's last checkpoint (resumed from, or written)
-    if (saved := _resume(ckpt_path, config, t, g, rank, device)) is not None:
+    if (saved := _resume(ckpt_path, saved, config, t, g, rank)) is not None:
         step, epoch, step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
         saved_at = step
     resumed = saved_at is not None

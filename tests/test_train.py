@@ -113,6 +113,26 @@ def test_unresumable_checkpoint_is_reported_with_the_keys_that_differ(train_urls
     assert "not resuming" in err and "lr 0.0002 -> 0.001" in err and "seed 0 -> 5" in err
 
 
+def test_precision_auto_keeps_the_precision_of_the_run_it_resumes(train_urls, tmp_path, capsys):
+    """auto picks fp32 on the CPU for a new run, but a checkpoint trained in bf16 (as a run begun
+    on CUDA would be) goes on in bf16 rather than starting over; another run's checkpoint does not
+    lend its precision to a run that starts over."""
+
+    def crash(step: int, G, D) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(train_urls, tmp_path / "moved", checkpoint_every=2, precision="bf16", on_step=crash)
+    assert train(train_urls, tmp_path / "moved", checkpoint_every=2, precision="auto")["resumed"]
+    assert load_generator(tmp_path / "moved" / GENERATOR)[1]["precision"] == "bf16"
+    train(train_urls, tmp_path / "other", epochs=1, precision="bf16")
+    capsys.readouterr()
+    assert not train(train_urls, tmp_path / "other", epochs=1, precision="auto", lr=1e-3)["resumed"]
+    assert "lr 0.0002 -> 0.001" in capsys.readouterr().err
+    assert load_generator(tmp_path / "other" / GENERATOR)[1]["precision"] == "fp32"
+
+
 def test_logging_and_threads_do_not_block_a_resume(train_urls, tmp_path):
     train(train_urls, tmp_path, epochs=1)
     assert train(train_urls, tmp_path, epochs=1, log_every=3, threads=2)["resumed"]
