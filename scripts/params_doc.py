@@ -20,6 +20,7 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from t2i.families import BUILT_IN  # noqa: E402
 from t2i.params import Params  # noqa: E402
 
 PAGE = ROOT / "docs" / "params.md"
@@ -88,7 +89,10 @@ def rows(model: type[BaseModel], defaults: BaseModel, prefix: str, comments: dic
         key = f"{prefix}{name}"
         if key in ("train.epochs", "train.batch_size"):
             value = None  # the family's own (t2i.params.FAMILY), as params.yaml writes it
-        out.append(f"| `{key}` | {shown(value)} | {accepts(field)} | {comments.get(key, '').replace('|', '/')} |")
+        kinds = accepts(field)
+        if key == "train.arch":  # a str checked against the family registry: its built-in ones
+            kinds = " \\| ".join(f"`{a}`" for a in BUILT_IN)
+        out.append(f"| `{key}` | {shown(value)} | {kinds} | {comments.get(key, '').replace('|', '/')} |")
     return out
 
 

@@ -18,7 +18,8 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     from t2i.evaluate import evaluate
     from t2i.evaluator import load_evaluator
     from t2i.device import pick_device
-    from t2i.checkpoint import load_generator
+    from t2i import probes
+    from t2i.checkpoint import CHECKPOINT, load_discriminator, load_generator
 
     metrics.get(cfg.metrics)  # unknown names fail before any work
     device = pick_device(cfg.device)
@@ -31,8 +32,9 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
         from t2i.text import TextEncoder
 
         encode = TextEncoder(config["text_model"], device).encode
+    D = load_discriminator(at.checkpoints / CHECKPOINT, device) if "d_check" in cfg.metrics else None
     with Timer() as t:
         result = evaluate(generator, evaluator, embedded_urls(at.embeddings, "test"), out, cfg,
-                          device=device, encode=encode)
+                          device=device, encode=encode, probes=probes.load_probes(at.embeddings), discriminator=D)
     headline = {k: round(v, 3) for k, v in result.items() if isinstance(v, float) and "/" in k and k.endswith("fake")}
     done("evaluate", t.seconds, f"{json.dumps(headline)} -> {at.metrics}")

@@ -30,17 +30,39 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     urls = embedded_urls(src, "train")
     show = "test" if "test" in manifest["splits"] else "train"  # grid captions: unseen ones if any
     fixed = next(batches(embedded_urls(src, show), 8, drop_last=False))
+    probe = d_check_probe(src, p.train.batch_size)
     with Timer() as t:
         summary = training_loop(
             urls, at.models, p.train,
             data=DataSpec(emb_dim=manifest["emb_dim"], image_size=manifest["image_size"],
                           text_model=manifest["text_model"], num_samples=manifest["splits"]["train"]["count"]),
             checkpoint_dir=at.checkpoints, live_dir=at.train_logs,
-            sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]],
+            sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]], probe=probe,
         )
     how = "resumed, " if summary["resumed"] else ""
     if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, not one per process
         done("train", t.seconds, f"{how}{summary['steps']} steps, {summary['epochs']} epochs -> {at.models}")
+
+
+def d_check_probe(src: Path, batch_size: int):
+    """What D checks, for the loop to log after every epoch: ``t2i.probes.discriminator_check`` on the real
+    test images, where the embedder wrote attribute probes (else None)."""
+    import torch
+
+    from t2i import probes
+    from t2i.data.loader import batches, embedded_urls, to_float
+
+    found = probes.load_probes(src)
+    if found is None:
+        return None
+    test = list(batches(embedded_urls(src, "test"), 256, drop_last=False))
+    images = to_float(torch.cat([b["image"] for b in test]))  # (N, 3, S, S)
+    keys = [k for b in test for k in b["key"]]
+
+    def probe(D: torch.nn.Module) -> dict[str, float]:
+        return probes.discriminator_check(D, images, found, keys, batch_size, next(D.parameters()).device)
+
+    return probe
 
 
 def torchrun(nproc: int, params_file: Path, overrides: list[str] | None, data: Path) -> int:

@@ -7,7 +7,7 @@ machine whose absolute numbers do not:
   compile) against the same step in fp32 eager, at the params' width and at the GPU width
   ngf = ndf = 64 (``WIDE``); the step's FLOPs per image (``torch.utils.flop_counter``) and the share of
   this machine's measured matmul peak (in the params' precision) the step achieves;
-- ``family``: both model families' fp32 eager steps at their params.yaml widths (GAN-CLS:
+- ``family``: every built-in model family's fp32 eager step at its params.yaml widths (GAN-CLS:
   ``train.ngf/ndf``, DF-GAN: ``train.df_gan.ngf/ndf``), images/s and FLOPs per image;
 - ``shards``: images/s of the training loop's step fed from the shards (loader, random draws,
   upload, ``gan_step``) against the same step on one fixed batch: what the input path costs;
@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from t2i.families import BUILT_IN
 from t2i.gan import gan_step, model_config, step_inputs, trainables
-from t2i.params import ARCHS, TrainParams
+from t2i.params import TrainParams
 
 WIDE = 64  # the width of the GPU measurements (ngf = ndf; Reed et al.'s own is ngf 128, ndf 64)
 
@@ -98,9 +99,15 @@ def flops_of(fn) -> int:
     return counter.get_total_flops()
 
 
+def base_widths(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384) -> dict:
+    """The base widths (ngf, ndf) of the models ``cfg`` builds: each family reads its own params."""
+    model_cfg = model_config(cfg, emb_dim, image_size)
+    return {"ngf": model_cfg.ngf, "ndf": model_cfg.ndf}
+
+
 def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, device: str = "cpu",
                seconds: float = 3.0) -> dict:
-    """Images/s and FLOPs per image of ``gan_step`` for ``cfg`` (either family) on random inputs."""
+    """Images/s and FLOPs per image of ``gan_step`` for ``cfg`` (any family) on random inputs."""
     model_cfg = model_config(cfg, emb_dim, image_size)
     x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), cfg, torch.Generator().manual_seed(0), device)
     eager = trainables(cfg.model_copy(update={"compile": False}), model_cfg, device)  # counted on eager modules
@@ -235,22 +242,22 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
     eager = {"precision": "fp32", "channels_last": False, "compile": False}
     rows: dict[str, dict] = {}
     wide = {"ngf": WIDE, "ndf": WIDE}
-    wide = wide if cfg.arch == "gan-cls" else {"df_gan": cfg.df_gan.model_copy(update=wide)}
+    wide = {**wide, "df_gan": cfg.df_gan.model_copy(update=wide)}  # each family's widths: it reads its own
     for _ in range(2):  # two interleaved rounds, the best of each kept: load and warm-up hit both sides
         for name, width in (("here", {}), ("wide", wide)):
             for key, update in ((name, width), (name + "_eager", {**width, **eager})):
                 r = train_step(cfg.model_copy(update=update), image_size, emb_dim, device, seconds)
                 if r["img_s"] > rows.get(key, {"img_s": 0})["img_s"]:
                     rows[key] = r
-        for arch in ARCHS:
+        for arch in BUILT_IN:
             r = train_step(cfg.model_copy(update={"arch": arch, **eager}), image_size, emb_dim, device, seconds)
             if r["img_s"] > rows.get(arch, {"img_s": 0})["img_s"]:
                 rows[arch] = r
     peak = matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32, device=device)
     here = rows["here"]
-    widths = {"gan-cls": (cfg.ngf, cfg.ndf), "df-gan": (cfg.df_gan.ngf, cfg.df_gan.ndf)}
-    results["family"] = {arch: {"ngf": widths[arch][0], "ndf": widths[arch][1], **rows[arch]} for arch in ARCHS}
-    results["train"] = {"arch": cfg.arch, "ngf": widths[cfg.arch][0], "ndf": widths[cfg.arch][1], "batch_size": cfg.batch_size, "precision": cfg.precision,
+    results["family"] = {arch: {**base_widths(cfg.model_copy(update={"arch": arch}), image_size, emb_dim), **rows[arch]}
+                         for arch in BUILT_IN}
+    results["train"] = {"arch": cfg.arch, **base_widths(cfg, image_size, emb_dim), "batch_size": cfg.batch_size, "precision": cfg.precision,
                         "channels_last": cfg.channels_last, "compile": cfg.compile, **here,
                         "fp32_eager_img_s": rows["here_eager"]["img_s"],
                         "speedup": here["img_s"] / rows["here_eager"]["img_s"],
@@ -287,11 +294,16 @@ def table(r: dict) -> str:
                       f"{t['flops_per_img'] / 1e9:.2f} GFLOP/img, {100 * t['peak_share']:.0f}% of the measured "
                       f"{t['precision']} matmul peak ({t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")]
     f = r["family"]
-    g, d = f["gan-cls"], f["df-gan"]
-    rows.append(("family", f"fp32 eager, batch {t['batch_size']}: gan-cls (ngf={g['ngf']} ndf={g['ndf']}) {g['img_s']:.0f} img/s, "
-                           f"{g['flops_per_img'] / 1e9:.2f} GFLOP/img; df-gan (ngf={d['ngf']} ndf={d['ndf']}) {d['img_s']:.0f} img/s, "
-                           f"{d['flops_per_img'] / 1e9:.2f} GFLOP/img: {d['img_s'] / g['img_s']:.2f}x the img/s, "
-                           f"{d['flops_per_img'] / g['flops_per_img']:.2f}x the FLOPs"))
+    first = next(iter(f))  # the others are compared with it
+
+    def one(arch: str) -> str:
+        a, b = f[arch], f[first]
+        versus = "" if arch == first else (f": {a['img_s'] / b['img_s']:.2f}x the img/s, "
+                                            f"{a['flops_per_img'] / b['flops_per_img']:.2f}x the FLOPs")
+        return (f"{arch} (ngf={a['ngf']} ndf={a['ndf']}) {a['img_s']:.0f} img/s, "
+                f"{a['flops_per_img'] / 1e9:.2f} GFLOP/img{versus}")
+
+    rows.append(("family", f"fp32 eager, batch {t['batch_size']}: " + "; ".join(one(arch) for arch in f)))
     if "shards" in r:
         sh = r["shards"]
         rows.append(("shards", f"train from shards: {sh['img_s']:.0f} img/s ({sh['workers']} workers) vs step on a "

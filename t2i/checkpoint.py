@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from t2i import T2IError
+from t2i.families import arch_of, get_family
 from t2i.io import save_torch
-from t2i.models import family
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR = "generator.pt"
@@ -35,7 +35,7 @@ def save_generator(path: Path, G: torch.nn.Module, config: dict) -> None:
 
 
 def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The final generator of either family (eval mode) and the training config stored with it."""
+    """The final generator of any family (eval mode) and the training config stored with it."""
     path = Path(path)
     if not path.is_file():
         raise T2IError(f"missing generator checkpoint {path}: run the train stage first")
@@ -46,12 +46,28 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, di
                        "or a damaged one") from None
     try:
         config = blob["config"]
-        config_of, generator_of, _ = family(config.get("arch", "gan-cls"))
-        G = generator_of(config_of(**config["model"]))  # no discriminator: generating needs none
+        family = get_family(arch_of(config))
+        G = family.generator(family.Config(**config["model"]))  # no discriminator: generating needs none
         G.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise T2IError(f"cannot read generator checkpoint {path}: {str(e).splitlines()[0].split('. ')[0]}") from None
     return G.to(device).eval(), config
+
+
+def load_discriminator(path: Path, device: str = "cpu") -> torch.nn.Module | None:
+    """The discriminator of a training checkpoint (eval mode), built from its stored config, or
+    None when there is no checkpoint (a generator.pt trained elsewhere)."""
+    saved = load_state(path, device)
+    if saved is None:
+        return None
+    try:
+        config = saved["config"]
+        family = get_family(arch_of(config))
+        D = family.discriminator(family.Config(**config["model"]))
+        D.load_state_dict(saved["D"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise T2IError(f"cannot read the discriminator of {path}: {str(e).splitlines()[0].split('. ')[0]}") from None
+    return D.to(device).eval()
 
 
 def load_state(path: Path, device: str = "cpu") -> dict | None:
@@ -69,7 +85,7 @@ def resume_blockers(saved: dict, config: dict) -> list[str]:
     """Why a checkpoint (its ``saved`` blob) cannot continue the run ``config``: the keys outside
     ``FREE_ON_RESUME`` that differ, as ``key old -> new``, or a finished epoch count past the one now asked for."""
     old = saved.get("config", {})
-    arch = (old.get("arch", "gan-cls"), config.get("arch", "gan-cls"))
+    arch = (arch_of(old), arch_of(config))
     if arch[0] != arch[1]:  # another family: its other keys differ anyway
         return [f"arch {arch[0]!r} -> {arch[1]!r}"]
     keys = [k for k in [*config, *(k for k in old if k not in config)] if k not in FREE_ON_RESUME]

@@ -73,10 +73,13 @@ def _check_compatible(generator: torch.nn.Module, evaluator: Evaluator, data: di
 @torch.no_grad()
 def evaluate(generator: torch.nn.Module, evaluator: Evaluator, test_urls: list[str], out_dir: str | os.PathLike,
              cfg: EvaluateParams = EvaluateParams(), *, device: str = "cpu",
-             encode: Callable[[list[str]], object] | None = None) -> dict:
+             encode: Callable[[list[str]], object] | None = None, probes: dict | None = None,
+             discriminator: torch.nn.Module | None = None) -> dict:
     """Score ``generator`` on the test split; write metrics.json, grid.png, interpolation.png.
     ``cfg``'s defaults and ranges live in t2i/params.py (``device`` is the resolved one);
-    ``encode`` is the generator's text encoder, for metrics that write captions of their own."""
+    ``encode`` is the generator's text encoder, for metrics that write captions of their own;
+    ``probes`` the attribute probes beside the embeddings (``t2i.probes``) and ``discriminator``
+    the run's D, for the metrics of what G draws and what D checks."""
     metrics, seed, batch_size, max_images = cfg.metrics, cfg.seed, cfg.batch_size, cfg.max_images
     grid_captions, grid_noise = cfg.grid_captions, cfg.grid_noise
     fns = get(list(metrics))
@@ -96,10 +99,10 @@ def evaluate(generator: torch.nn.Module, evaluator: Evaluator, test_urls: list[s
         fake = fake_images(generator, z, emb, device, batch_size)  # (N, 3, S, S)
 
         ctx = EvalContext(evaluator=evaluator, real=to_float(data["image"]), fake=fake, emb=emb,
-                          all_emb=data["emb"], meta=data["meta"], seed=seed, device=device,
+                          all_emb=data["emb"], pick=pick, meta=data["meta"], seed=seed, device=device,
                           batch_size=batch_size, inception_weights=cfg.inception_weights, online=cfg.online,
                           generate=lambda z, e: fake_images(generator, z, e, device, batch_size),
-                          z_dim=generator.cfg.z_dim, encode=encode)
+                          z_dim=generator.cfg.z_dim, encode=encode, probes=probes, discriminator=discriminator)
         results: dict = {"n_images": N, "n_captions_per_image": C, "seed": seed}
         skipped: dict[str, str] = {}
         for name, fn in zip(metrics, fns):

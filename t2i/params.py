@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from t2i import T2IError
+from t2i.families import check_arch, get_family
 
 DATASETS = ("synthetic-flowers", "cub", "oxford-102", "hf", "folder")
 IMAGE_SIZES = (32, 64, 128)  # what the generator, discriminator and evaluator are built for
@@ -147,8 +148,6 @@ class DFGANParams(Section):
     d_gate: float = Field(1.0, ge=0)  # D blocks' residual gates at the start (the paper's: 0, for far longer runs)
 
 
-Arch = Literal["gan-cls", "df-gan"]  # the model families (t2i.models.build)
-ARCHS = get_args(Arch)
 # ``train.epochs: null`` and ``train.batch_size: null`` mean the family's own: Reed et al.'s batch
 # of 64, DF-GAN's of 32 (its birds recipe), and epochs for a CPU budget at the default widths: on
 # a quiet 2-core machine GAN-CLS's 30 took 17.5 minutes, DF-GAN's 12 took 9.6 (docs/experiments.md).
@@ -163,7 +162,7 @@ class TrainParams(Section):
     model family; the keys in ``GAN_CLS_ONLY`` are GAN-CLS's, ``df_gan`` holds DF-GAN's, the
     rest (data order, batch, noise, epochs, precision, device, ...) serve both."""
 
-    arch: Arch = "gan-cls"
+    arch: str = "gan-cls"  # a registered model family (t2i.families)
     epochs: int = Field(FAMILY["gan-cls"]["epochs"], ge=1)  # null / missing: FAMILY[arch]
     batch_size: int = Field(FAMILY["gan-cls"]["batch_size"], ge=2)  # null / missing: FAMILY[arch]
     lr: float = Field(2e-4, gt=0)
@@ -197,13 +196,21 @@ class TrainParams(Section):
     log_every: int = Field(10, ge=1)
     df_gan: DFGANParams = DFGANParams()
 
+    @field_validator("arch")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        return check_arch(v)
+
     @model_validator(mode="after")
-    def _compile_gan_cls_only(self) -> "TrainParams":
-        if self.compile and self.arch == "df-gan":
-            raise ValueError("train.compile: not supported with arch df-gan (MA-GP's double backward is untested "
-                             "under torch.compile); set train.compile=false")
-        if self.sync_bn and self.arch == "df-gan":
-            raise ValueError("train.sync_bn: arch df-gan has no BatchNorm to synchronise; set train.sync_bn=false")
+    def _the_family_can(self) -> "TrainParams":
+        if self.compile or self.sync_bn:  # only then is the family's module (and torch) imported
+            family = get_family(self.arch)
+            if self.compile and family.compile_refusal:
+                raise ValueError(f"train.compile: not supported with arch {self.arch} ({family.compile_refusal}); "
+                                 "set train.compile=false")
+            if self.sync_bn and not family.batchnorm:
+                raise ValueError(f"train.sync_bn: arch {self.arch} has no BatchNorm to synchronise; "
+                                 "set train.sync_bn=false")
         return self
 
     @model_validator(mode="before")
@@ -215,9 +222,10 @@ class TrainParams(Section):
         return data
 
     def recorded(self) -> dict:
-        """The keys stored with the weights: those the family reads (a GAN-CLS run's record is
-        the same as before families existed, so its files stay byte-identical)."""
-        unread = {"gan-cls": ("arch", "df_gan"), "df-gan": GAN_CLS_ONLY}[self.arch]
+        """The keys stored with the weights: those the family reads (``Family.unrecorded`` are
+        left out; a GAN-CLS run's record is the same as before families existed, so its files stay
+        byte-identical)."""
+        unread = get_family(self.arch).unrecorded
         # nproc_per_node is how the stage starts (the record's world_size says what it did);
         # sync_bn is recorded only when on, so files of runs without it stay byte-identical.
         off = ("sync_bn",) if not self.sync_bn else ()
@@ -239,7 +247,7 @@ class EvaluatorParams(Section):
 
 class EvaluateParams(Section):
     metrics: list[str] = ["attribute_accuracy", "r_precision", "diversity", "phrasing", "frechet_distance",
-                          "inception"]
+                          "inception", "g_check", "d_check"]
     seed: int = 0
     batch_size: int = Field(64, ge=1)
     max_images: int | None = Field(None, ge=2)  # None: the whole test split

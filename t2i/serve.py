@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from t2i import T2IError
 from t2i.data.loader import to_uint8
 from t2i.data.raw import check_captions, one_line
+from t2i.families import arch_of
 from t2i.grid import gan_int_strip
 
 MAX_CAPTION = 300  # characters; longer captions are cut at the last space before this
@@ -59,7 +60,7 @@ class Demo:
     def info(self) -> dict:
         headline = {k: round(v, 3) for k, v in (self.metrics or {}).items()
                     if isinstance(v, float) and (k.endswith("/fake") or k in ("fd_evaluator", "diversity/ratio"))}
-        return {"model": self.name, "arch": self.config.get("arch", "gan-cls"), "text_model": self.config["text_model"],
+        return {"model": self.name, "arch": arch_of(self.config), "text_model": self.config["text_model"],
                 "image_size": self.G.cfg.image_size,
                 "epochs": self.config.get("epochs"), "metrics": headline, "max_images": MAX_IMAGES,
                 "max_caption": MAX_CAPTION, "scorer": self.evaluator is not None}

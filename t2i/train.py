@@ -78,11 +78,11 @@ class TrainLog:
         """The run has taken a step: from now on its logs replace the old ones."""
         self._open()
 
-    def metrics(self, step: int, values: dict[str, float]) -> None:
+    def metrics(self, step: int, values: dict[str, float], prefix: str = "train/") -> None:
         if live := self._open():
             live.step = step  # plots are indexed by training step
             for k, v in values.items():
-                live.log_metric(f"train/{k}", v)
+                live.log_metric(f"{prefix}{k}", v)
             live.next_step()
 
     def grid(self, epoch: int, G: torch.nn.Module, z: torch.Tensor, emb: torch.Tensor | None,
@@ -134,6 +134,7 @@ def training_loop(
     sample_emb: torch.Tensor | None = None,
     sample_captions: list[str] | None = None,
     on_step: Callable[[int, torch.nn.Module, torch.nn.Module], None] | None = None,
+    probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     progress: bool = True,
 ) -> dict:
     """Train G and D on embedded shards; write ``generator.pt`` to ``out_dir``; return a summary.
@@ -141,6 +142,8 @@ def training_loop(
     ``cfg`` holds every training param (defaults and ranges in t2i/params.py). ``sample_emb``
     (N, D) with ``sample_captions`` gives the fixed captions of the per-epoch sample grids (with
     fixed noise). ``on_step(step, G, D)`` is called after every step (and after its checkpoint).
+    ``probe(D) -> {attribute: share}`` (``t2i.probes.discriminator_check`` on the test images) is logged as
+    ``d_check/<attribute>`` after every epoch, by rank 0; it must draw no random numbers.
 
     Under torchrun G and D train in DistributedDataParallel: each rank reads its own shards (or,
     with too few shards, its own slice of the samples) for the same number of steps per epoch,
@@ -241,6 +244,8 @@ def training_loop(
                         on_step(step, G, D)
                 epoch, step_in_epoch = epoch + 1, 0
                 log.grid(epoch, G, fixed_z, sample_emb, sample_captions, device)
+                if probe is not None and rank == 0:
+                    log.metrics(step, probe(D), prefix="d_check/")
                 G.train()
     except KeyboardInterrupt:
         if rank == 0:

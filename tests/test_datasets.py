@@ -274,7 +274,7 @@ def test_unlabelled_folder_through_evaluator_and_evaluate(tmp_path):
     from t2i.data.shards import write_shards
     from t2i.evaluate import evaluate
     from t2i.evaluator import load_evaluator, train_evaluator
-    from t2i.models import Generator, ModelConfig
+    from t2i.families.gan_cls import Generator, ModelConfig
     from t2i.params import EvaluateParams, EvaluatorParams
 
     src = tmp_path / "pictures"

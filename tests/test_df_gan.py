@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_generator, resume_blockers
+from t2i.families import get_family
+from t2i.families.df_gan import Affine, DFConfig, DFDiscriminator, DFGenerator
+from t2i.families.gan_cls import Generator
 from t2i.gan import gan_step, model_config, step_inputs, trainables
 from t2i.losses import hinge_discriminator_loss, hinge_generator_loss, ma_gp
-from t2i.models import Generator, build
-from t2i.models_df import Affine, DFConfig, DFDiscriminator, DFGenerator
 from t2i.params import GAN_CLS_ONLY, TrainParams
 
 from tests.test_train import TINY, train
@@ -94,10 +95,12 @@ def test_discriminator_reads_the_text():
     assert not torch.allclose(D(img, torch.randn(2, 16)), D(img, torch.randn(2, 16)))
 
 
-def test_build_picks_the_family():
-    G, _ = build("gan-cls", model_config(TrainParams(**TINY), 16, 32))
+def test_the_registry_builds_each_family():
+    cfg = TrainParams(**TINY)
+    G, _ = get_family("gan-cls").models(cfg, model_config(cfg, 16, 32))
     assert isinstance(G, Generator)
-    G, D = build("df-gan", model_config(TrainParams(**DF), 16, 32))
+    cfg = TrainParams(**DF)
+    G, D = get_family("df-gan").models(cfg, model_config(cfg, 16, 32))
     assert isinstance(G, DFGenerator) and isinstance(D, DFDiscriminator) and G.cfg.ngf == 4
 
 
@@ -179,7 +182,7 @@ def test_df_step_updates_both_models_and_reports_the_penalty():
     batch = {"image": torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), "emb": torch.randn(8, 10, 16),
              "class_id": torch.arange(8) % 3}
     x = step_inputs(batch, cfg, torch.Generator().manual_seed(0))
-    assert x.z_int is None and x.z2 is None  # GAN-INT / mode seeking are GAN-CLS's
+    assert x.draws == {}  # GAN-INT's, conditioning augmentation's and mode seeking's draws are GAN-CLS's
     before = [p.clone() for p in (*t.G.parameters(), *t.D.parameters())]
     out = gan_step(t, x, cfg)
     after = list(t.G.parameters()) + list(t.D.parameters())
@@ -255,7 +258,7 @@ def test_generate_draws_with_a_df_gan_generator(tmp_path):
 
 def test_the_sentence_enters_at_the_noises_scale():
     """Unit-norm MiniLM vectors become norm sqrt(D) (each dimension ~1, like the noise), same direction."""
-    from t2i.models_df import sentence
+    from t2i.families.df_gan import sentence
 
     e = torch.nn.functional.normalize(torch.randn(5, 384), dim=1) * 0.3
     s = sentence(e)

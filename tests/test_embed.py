@@ -5,8 +5,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from t2i import T2IError
+from t2i import T2IError, probes
 from t2i.data.embed import CaptionCache, embed_shards
 from t2i.data.shards import MANIFEST
 
@@ -56,7 +57,31 @@ def test_embedded_shards_add_aligned_float16_vectors(shards, tmp_path, fake_enco
     assert summary["text_model"] == "fake"
     assert summary["splits"] == manifest["splits"]
     assert json.loads((out / MANIFEST).read_text()) == summary
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in src.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(p.name for p in src.iterdir()), probes.FILE])
+    assert summary["probes"] == probes.FILE  # synthetic captions say which attributes they name
+
+
+def test_probes_carry_the_cached_vectors_of_their_captions(shards, tmp_path, fake_encoder, fake_vec):
+    src, _ = shards
+    run(src, tmp_path / "emb", fake_encoder)
+    found = probes.load_probes(tmp_path / "emb")
+    rows = found["d_check"]["centre_colour"]
+    assert len(rows["index"]) == len(found["keys"]) > 0  # every test image has a caption naming its centre
+    for text, vec in zip(rows["true"] + rows["altered"], torch.cat([rows["true_emb"], rows["altered_emb"]])):
+        assert np.array_equal(vec.numpy(), fake_vec(text).astype(np.float16))
+    assert all(t != a for t, a in zip(rows["true"], rows["altered"]))
+
+
+def test_no_probes_for_captions_of_unknown_content(tmp_path, fake_encoder):
+    from t2i.data import synth
+    from t2i.data.shards import write_shards
+
+    samples = list(synth.flowers(12, 32, 0, 0.3))
+    for s in samples:
+        s.meta.pop("named", None)  # free text: which attributes a caption names is unknown
+    write_shards(iter(samples), tmp_path / "shards", dataset="x", image_size=16, samples_per_shard=8)
+    summary = run(tmp_path / "shards", tmp_path / "emb", fake_encoder)
+    assert "probes" not in summary and probes.load_probes(tmp_path / "emb") is None
 
 
 def test_same_caption_same_vector(shards, tmp_path, fake_encoder, tar_contents, load_npy):
@@ -81,9 +106,9 @@ def test_identical_captions_encoded_once(shards, tmp_path, fake_encoder, tar_con
     captions = [c for parts in all_samples(src, manifest, tar_contents).values()
                 for c in parts["txt"].decode().rstrip("\n").split("\n")]
     sent = fake_encoder.texts
-    assert len(sent) == len(set(sent)) == len(set(captions)) < len(captions)
-    assert set(sent) == set(captions)
-    assert summary["unique_captions_encoded"] == len(set(captions))
+    assert len(sent) == len(set(sent)) and len(set(captions)) < len(captions)
+    assert set(captions) <= set(sent)  # and the probes' own captions
+    assert summary["unique_captions_encoded"] == len(set(sent))
     for call in fake_encoder.calls:
         assert call == sorted(call)  # sorted batches: deterministic on CPU
 

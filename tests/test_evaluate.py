@@ -14,7 +14,7 @@ from t2i.data.loader import batches, embedded_urls
 from t2i.evaluate import evaluate
 from t2i.grid import LABEL_WIDTH, PAD, make_grid
 from t2i.evaluator import Evaluator, discover_attributes
-from t2i.models import Generator, ModelConfig
+from t2i.families.gan_cls import Generator, ModelConfig
 
 DIM, S = 16, 32
 METRICS = ["attribute_accuracy", "r_precision", "diversity", "frechet_distance", "inception"]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from t2i import T2IError
 from t2i.generate import generate
-from t2i.models import Generator, ModelConfig
+from t2i.families.gan_cls import Generator, ModelConfig
 from t2i.checkpoint import save_generator
 
 

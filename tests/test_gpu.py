@@ -7,8 +7,8 @@ import torch
 
 from t2i.bench import fake_batch, train_step
 from t2i.checkpoint import GENERATOR, load_generator
+from t2i.families.gan_cls import ModelConfig
 from t2i.gan import gan_step, step_inputs, trainables
-from t2i.models import ModelConfig
 from t2i.params import TrainParams
 from tests.test_train import train
 

@@ -15,7 +15,7 @@ from t2i.losses import (
     l1_loss,
     mode_seeking_loss,
 )
-from t2i.models import ModelConfig, build
+from t2i.families.gan_cls import Discriminator, Generator, ModelConfig
 
 LOG2 = math.log(2.0)
 
@@ -182,7 +182,7 @@ def _g_grads(G, D, z, z_int, emb, e_int, int_coef: float, int_only: bool = False
 def test_gan_int_changes_generator_gradients() -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=False)
-    G, D = build("gan-cls", cfg)
+    G, D = Generator(cfg), Discriminator(cfg)
     G, D = G.double(), D.double()  # exact gradient bookkeeping below
     emb = torch.randn(4, cfg.emb_dim, dtype=torch.float64)
     e_int = interpolate_embeddings(emb, emb.roll(1, dims=0))  # pairs with no real image

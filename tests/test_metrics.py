@@ -19,7 +19,7 @@ def context(evaluator, real, fake=None, emb=None, all_emb=None, meta=None, **kw)
     n = len(real)
     all_emb = all_emb if all_emb is not None else torch.randn(n, 2, 8)
     return EvalContext(evaluator=evaluator, real=real, fake=real if fake is None else fake,
-                       emb=all_emb[:, 0] if emb is None else emb, all_emb=all_emb,
+                       emb=all_emb[:, 0] if emb is None else emb, all_emb=all_emb, pick=torch.zeros(n, dtype=torch.long),
                        meta=meta if meta is not None else [{"class_id": i} for i in range(n)],
                        batch_size=16, **kw)
 
@@ -360,3 +360,128 @@ def test_phrasing_skips_without_encoder_or_colour_labels() -> None:
         METRICS["phrasing"](context(ColourStub(), real, meta=meta, generate=paint, z_dim=4))
     with pytest.raises(MetricSkipped, match="petal_colour and centre_colour labels"):
         METRICS["phrasing"](context(ColourStub(), real, meta=meta, generate=paint, z_dim=4, encode=lambda t: None))
+
+
+# --------------------------------------------------------------------------- named captions
+
+
+def test_a_caption_that_does_not_name_the_colour_is_left_out_of_colour_accuracy() -> None:
+    """The generator stub draws red only when its caption says red; captions that say nothing
+    of the colour (here: the second of each image's two) would make it draw blue."""
+    colours = ["red", "red", "red", "blue"]
+    real, meta = colour_images(colours)
+    says = torch.tensor([[1.0, 0.0] if c == "red" else [-1.0, 0.0] for c in colours])  # caption 1: no colour
+    all_emb = torch.stack([torch.stack([says[i], torch.tensor([-1.0, 0.0])]) for i in range(4)])  # (4, 2, 2)
+    for m in meta:
+        m["named"] = [["colour", "size"], ["size"]]
+    meta[3]["named"] = [["size"], ["size"]]  # the blue flower's captions never name its colour
+
+    def draw(z, emb):  # red where the caption's first number is positive, else blue
+        return torch.where(emb[:, 0] > 0, 1.0, -1.0)[:, None, None, None] * 0.5 * torch.ones(len(emb), 3, S, S)
+
+    ctx = context(ColourStub(), real, fake=draw(None, all_emb[:, 1]), all_emb=all_emb, meta=meta,
+                  generate=draw, z_dim=4)
+    out = METRICS["attribute_accuracy"](ctx)
+    assert out["attr/captions"] == "named"
+    assert out["attr/colour/fake"] == 1.0 and out["attr/colour/pairs"] == 3  # image 3 left out
+    assert out["attr/colour/chance"] == 1.0  # the three counted are all red
+    assert out["attr/size/pairs"] == 4
+    for m in meta:
+        del m["named"]  # a source that cannot know: every image's (second) caption is scored
+    unnamed = METRICS["attribute_accuracy"](context(ColourStub(), real, fake=draw(None, all_emb[:, 1]),
+                                                   all_emb=all_emb, meta=meta, generate=draw, z_dim=4))
+    assert unnamed["attr/captions"] == "any" and unnamed["attr/colour/fake"] == 0.25 and unnamed["attr/colour/pairs"] == 4
+
+
+def test_r_precision_draws_only_mismatches_that_contradict_the_caption() -> None:
+    """Image 0's caption names only the colour (red); image 1 is red too (another class), so its
+    captions never contradict image 0's: only image 2's can be mismatches."""
+    meta = [{"class_id": 0, "attributes": {"colour": "red", "size": "big"}, "named": [["colour"]]},
+            {"class_id": 1, "attributes": {"colour": "red", "size": "small"}, "named": [["colour", "size"]]},
+            {"class_id": 2, "attributes": {"colour": "blue", "size": "big"}, "named": [["colour"]]}]
+    from t2i.metrics.r_precision import candidates
+
+    all_emb = torch.arange(3.0)[:, None, None].expand(3, 1, 4).contiguous()  # caption of image j = j
+    ctx = context(ColourStub(), torch.zeros(3, 3, S, S), all_emb=all_emb, meta=meta)
+    cands = candidates(ctx)  # (3, 1 + 1, 4): one allowed mismatch each
+    assert cands.shape == (3, 2, 4) and cands[0, 1, 0].item() == 2.0  # image 1's caption is no mismatch for 0
+    assert cands[1, 1, 0].item() == 2.0  # nor image 0's for 1: they agree on the colour both name
+
+
+# --------------------------------------------------------------------------- d_check and g_check
+
+
+def slot_encoder(texts):
+    """One-hot slots of what a synthetic caption names: petal colour, centre colour, count, shape."""
+    from t2i import probes
+    from t2i.data import synth
+
+    vocab = {"p": list(synth.PETAL_COLOURS), "c": list(synth.CENTRE_COLOURS),
+             "n": [*synth.NUMBER_WORDS.values()], "s": [w for ws in synth.SHAPE_WORDS.values() for w in ws]}
+    out = torch.zeros(len(texts), sum(len(v) for v in vocab.values()))
+    for i, t in enumerate(texts):
+        words, offset = synth.parse(t, synth.TEMPLATES + probes.ALL_FOUR)[1], 0
+        for k, v in vocab.items():
+            w = words.get(k)
+            if w is not None:
+                w = synth.NUMBER_WORDS.get(int(w), w) if w.isdigit() else w
+                out[i, offset + v.index(w)] = 1.0
+            offset += len(v)
+    return out.numpy()
+
+
+class PetalColourD(nn.Module):
+    """A discriminator that checks only the petal colour: the caption's petal-colour slot for the
+    colour the image carries (its index, written into the red channel)."""
+
+    def forward(self, img, emb):
+        colour = ((img[:, 0, 0, 0] + 1) * 10).round().long()  # (B,)
+        return emb[torch.arange(len(emb)), colour]  # (B,)
+
+
+def test_d_check_is_one_on_the_checked_attribute_and_a_half_on_the_others() -> None:
+    from t2i import probes
+    from t2i.data import synth
+
+    samples = list(synth.flowers(60, 16, seed=0, test_fraction=0.3))
+    test = [(s.key, s.captions, s.meta) for s in samples if s.split == "test"]
+    spec = probes.probe_captions(test, [s.meta for s in samples if s.split == "train"])
+    found = probes.with_embeddings(spec, slot_encoder)
+    colour = torch.tensor([list(synth.PETAL_COLOURS).index(m["attributes"]["petal_colour"]) for _, _, m in test])
+    images = (colour.float() / 10 - 1)[:, None, None, None].expand(-1, 3, 4, 4)
+    keys = [k for k, _, _ in test]
+    shares = probes.discriminator_check(PetalColourD(), images, found, keys, batch_size=5)
+    assert shares == {"petal_colour": 1.0, "centre_colour": 0.5, "petal_count": 0.5, "petal_shape": 0.5}
+    assert all(len(found["d_check"][a]["index"]) == len(test) for a in shares)  # every test image has a naming caption
+    half = probes.discriminator_check(PetalColourD(), images[: len(test) // 2], found, keys[: len(test) // 2])
+    assert half["petal_colour"] == 1.0  # probes of images not given are left out
+
+
+def test_g_check_reads_what_a_perfect_and_a_blind_generator_draw(monkeypatch) -> None:
+    from t2i import probes
+    from t2i.data import synth
+
+    samples = list(synth.flowers(60, 16, seed=0, test_fraction=0.3))
+    spec = probes.probe_captions([(s.key, s.captions, s.meta) for s in samples if s.split == "test"],
+                        [s.meta for s in samples if s.split == "train"])
+    found = probes.with_embeddings(spec, slot_encoder)
+    colours = list(synth.PETAL_COLOURS)
+
+    class PetalReader(nn.Module):
+        attributes = {"petal_colour": colours}
+
+        def forward(self, x):
+            logits = F.one_hot(((x[:, 0, 0, 0] + 1) * 10).round().long(), len(colours)).float()
+            return {"logits": {"petal_colour": logits}, "proj": torch.zeros(len(x), 8), "features": logits}
+
+    def perfect(z, emb):  # draws the petal colour its caption names
+        return (emb[:, :10].argmax(1).float() / 10 - 1)[:, None, None, None].expand(-1, 3, S, S)
+
+    ctx = context(PetalReader(), torch.zeros(2, 3, S, S), probes=found, generate=perfect, z_dim=4)
+    out = METRICS["g_check"](ctx)
+    assert out["g_check/seen/petal_colour"] == 1.0 == out["g_check/unseen/petal_colour"]
+    assert out["g_check/seen/images"] == probes.G_CHECK_CAPTIONS
+    blind = context(PetalReader(), torch.zeros(2, 3, S, S), probes=found, generate=lambda z, e: perfect(z, e[:1]).expand(len(e), -1, -1, -1), z_dim=4)
+    assert METRICS["g_check"](blind)["g_check/unseen/petal_colour"] < 0.5
+    with pytest.raises(MetricSkipped, match="no attribute probes"):
+        METRICS["g_check"](context(PetalReader(), torch.zeros(2, 3, S, S)))

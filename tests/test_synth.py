@@ -27,34 +27,7 @@ def samples():
 
 # One regex per template, with named groups restricted to the allowed words, so a caption
 # matches exactly one template and its groups say which attribute words it used.
-GROUPS = {
-    "n": "|".join([*synth.NUMBER_WORDS.values(), *map(str, synth.NUMBER_WORDS)]),
-    "p": "|".join(synth.PETAL_COLOURS),
-    "c": "|".join(synth.CENTRE_COLOURS),
-    "s": "|".join(w for ws in synth.SHAPE_WORDS.values() for w in ws),
-    "w": "|".join(synth.CENTRE_WORDS),
-}
-
-
-def template_regex(template: str) -> re.Pattern:
-    out = []
-    for piece in re.split(r"(\{\w\})", template):
-        m = re.fullmatch(r"\{(\w)\}", piece)
-        if m:
-            out.append(f"(?P<{m[1]}>{GROUPS[m[1]]})")
-        else:  # "a" may have become "an" before a vowel
-            out.append(" ".join("an?" if w == "a" else re.escape(w) for w in piece.split(" ")))
-    return re.compile("".join(out))
-
-
-TEMPLATE_RES = [template_regex(t) for t in synth.TEMPLATES]
-
-
-def parse(caption: str) -> tuple[int, dict]:
-    hits = [(i, m) for i, r in enumerate(TEMPLATE_RES) if (m := r.fullmatch(caption))]
-    assert len(hits) == 1, f"caption {caption!r} matches templates {[i for i, _ in hits]}"
-    i, m = hits[0]
-    return i, m.groupdict()
+parse = synth.parse  # the template a caption was written from, and its slots
 
 
 # --------------------------------------------------------------------------- determinism
@@ -243,3 +216,28 @@ def test_write_roundtrips_through_raw_layout(tmp_path):
     }
     held = synth.test_classes(4, 0.3)
     assert {c["class_id"] for c in info["classes"] if c["split"] == "test"} == held
+
+
+# --------------------------------------------------------------------------- named attributes
+
+
+def test_each_caption_names_what_its_template_names():
+    s = next(synth.flowers(1, SIZE, seed=0, test_fraction=0.2))
+    slots = {"p": "petal_colour", "c": "centre_colour", "n": "petal_count", "s": "petal_shape"}
+    for caption, named in zip(s.captions, s.meta["named"]):
+        template = synth.TEMPLATES[parse(caption)[0]]
+        assert named == [a for a in synth.ATTRIBUTES if any(f"{{{k}}}" in template for k, v in slots.items() if v == a)]
+    assert ["petal_colour", "petal_count"] == synth.named("a flower with five red petals")  # no centre
+
+
+def test_alter_changes_one_named_word_and_keeps_the_rest():
+    c = "this flower has 5 orange petals and an orange center"
+    assert synth.alter(c, "centre_colour", "black") == "this flower has 5 orange petals and a black center"
+    assert synth.alter(c, "petal_colour", "red") == "this flower has 5 red petals and an orange center"
+    assert synth.alter(c, "petal_count", 7) == "this flower has 7 orange petals and an orange center"  # digits stay digits
+    assert synth.alter("a flower with oval red petals and a green pistil", "petal_shape", "pointed") == \
+        "a flower with sharp red petals and a green pistil"  # the same synonym slot
+    with pytest.raises(ValueError, match="does not name centre_colour"):
+        synth.alter("a flower with five red petals", "centre_colour", "black")
+    with pytest.raises(ValueError, match="matches 0 templates"):
+        synth.named("a free-text caption")

@@ -4,12 +4,15 @@ The training loader then reads images, captions and embeddings in one WebDataset
 or remote. Shards are processed one at a time (memory is bounded by the shard size and the
 caption cache, not by the dataset size); identical captions are encoded once, within a shard
 and across shards through a bounded cache. Captions are encoded in sorted order with a fixed
-batch size, so CPU results are deterministic.
+batch size, so CPU results are deterministic. Where the samples say which attributes each
+caption names (synthetic flowers), ``probes.pt`` beside the shards holds the attribute probes'
+captions and embeddings (``t2i.probes``), encoded through the same cache.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -22,6 +25,7 @@ from t2i.data.loader import image_tensor, parse_captions
 from t2i.data.raw import check_captions
 from t2i.data.shards import MANIFEST, TAR_MTIME, iter_tar, read_manifest, shard_paths
 from t2i.io import atomic_dir, dump_json
+from t2i import probes
 
 Encode = Callable[[list[str]], np.ndarray]
 
@@ -70,6 +74,7 @@ def embed_shards(shards: Path, out: Path, encode: Encode, *, model: str, dim: in
         jobs += list(zip(shard_paths(shards, split, manifest), counts))  # all exist, checked up front
     cache = CaptionCache(encode, cache_size)
     total = 0
+    test, train_metas = [], []  # what the attribute probes are built from
     with atomic_dir(out) as tmp:
         for path, count in jobs:
             samples = list(iter_tar(path, expected=count))  # one shard in memory
@@ -84,15 +89,24 @@ def embed_shards(shards: Path, out: Path, encode: Encode, *, model: str, dim: in
                     emb = flat[start:start + len(cs)]
                     start += len(cs)
                     sink.write({**sample, "emb.npy": npy_bytes(emb)})
+                    meta = json.loads(sample.get("json", b"{}"))
+                    if meta.get("split") == "test":
+                        test.append((sample["__key__"], cs, meta))
+                    else:
+                        train_metas.append(meta)
             total += len(samples)
             if progress:
                 progress(len(samples))
+        spec = probes.probe_captions(test, train_metas)
+        if spec is not None:  # the source says which attributes each caption names
+            probes.save_probes(probes.with_embeddings(spec, cache.lookup), tmp)
         summary = {
             **manifest,
             "text_model": model,
             "emb_dim": dim,
             "emb_dtype": "float16",
             "unique_captions_encoded": cache.encoded,
+            **({"probes": probes.FILE} if spec is not None else {}),
         }
         (tmp / MANIFEST).write_bytes(dump_json(summary))
     return summary

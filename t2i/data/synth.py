@@ -43,6 +43,7 @@ CENTRE_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 PETAL_COUNTS = (3, 4, 5, 6, 7, 8)
 PETAL_SHAPES = ("round", "pointed")
+ATTRIBUTES = ("petal_colour", "centre_colour", "petal_count", "petal_shape")  # the order of ``Attributes``
 CAPTIONS_PER_IMAGE = 10
 
 NUMBER_WORDS = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
@@ -65,6 +66,30 @@ TEMPLATES = (
     "this flower has {p} petals with {s} tips and a {c} {w}",
     "the flower shown has {p} petals and a {c} {w}",
 )
+
+
+# Which attribute each template slot names ({w}, the word for the centre, names none).
+SLOTS = {"p": "petal_colour", "c": "centre_colour", "n": "petal_count", "s": "petal_shape"}
+_WORDS = {  # every word a slot may hold
+    "n": [*NUMBER_WORDS.values(), *map(str, NUMBER_WORDS)],
+    "p": list(PETAL_COLOURS),
+    "c": list(CENTRE_COLOURS),
+    "s": [w for ws in SHAPE_WORDS.values() for w in ws],
+    "w": list(CENTRE_WORDS),
+}
+
+
+def _template_regex(template: str) -> re.Pattern:
+    out = []
+    for piece in re.split(r"(\{\w\})", template):
+        if m := re.fullmatch(r"\{(\w)\}", piece):
+            out.append(f"(?P<{m[1]}>{'|'.join(_WORDS[m[1]])})")
+        else:  # "a" may have become "an" before a vowel
+            out.append(" ".join("an?" if w == "a" else re.escape(w) for w in piece.split(" ")))
+    return re.compile("".join(out))
+
+
+_TEMPLATE_RES = [_template_regex(t) for t in TEMPLATES]
 
 
 @dataclass(frozen=True)
@@ -118,8 +143,47 @@ def captions(attrs: Attributes, rng: np.random.Generator, n: int = CAPTIONS_PER_
             s=SHAPE_WORDS[attrs.petal_shape][rng.integers(3)],
             w=CENTRE_WORDS[rng.integers(len(CENTRE_WORDS))],
         )
-        out.append(re.sub(r"\ba (?=[aeiou])", "an ", TEMPLATES[t].format(**words)))
+        out.append(fill(TEMPLATES[t], words))
     return out
+
+
+def fill(template: str, words: dict[str, str]) -> str:
+    """``template`` with its slots filled, "a" turned into "an" before a vowel."""
+    return re.sub(r"\ba (?=[aeiou])", "an ", template.format(**words))
+
+
+def parse(caption: str, templates: tuple[str, ...] = TEMPLATES) -> tuple[int, dict[str, str]]:
+    """Which of ``templates`` a caption was written from, and the words in its slots; a
+    ValueError for a caption none of them wrote (or, impossibly, more than one)."""
+    regexes = _TEMPLATE_RES if templates is TEMPLATES else [_template_regex(t) for t in templates]
+    hits = [(i, m) for i, r in enumerate(regexes) if (m := r.fullmatch(caption))]
+    if len(hits) != 1:
+        raise ValueError(f"caption {caption!r} matches {len(hits)} templates, expected one")
+    return hits[0][0], hits[0][1].groupdict()
+
+
+def named(caption: str) -> list[str]:
+    """The attributes a template caption names, in ``Attributes`` order."""
+    slots = parse(caption)[1]
+    return [a for a in ATTRIBUTES if any(SLOTS.get(k) == a for k in slots)]
+
+
+def alter(caption: str, attribute: str, value: str | int) -> str:
+    """``caption`` with the word of ``attribute`` (one it names) saying ``value`` instead, in the
+    same style (a count as a word or as digits, the same synonym slot for a shape)."""
+    t, words = parse(caption)
+    slot = next((k for k, a in SLOTS.items() if a == attribute and k in words), None)
+    if slot is None:
+        raise ValueError(f"caption {caption!r} does not name {attribute}")
+    old = words[slot]
+    if slot == "n":
+        words["n"] = NUMBER_WORDS[int(value)] if old in NUMBER_WORDS.values() else str(int(value))
+    elif slot == "s":
+        shape = next(k for k, ws in SHAPE_WORDS.items() if old in ws)
+        words["s"] = SHAPE_WORDS[str(value)][SHAPE_WORDS[shape].index(old)]
+    else:
+        words[slot] = str(value)
+    return fill(TEMPLATES[t], words)
 
 
 def _petal(shape: str, length: float, width: float, angle: float, cx: float, cy: float) -> list:
@@ -191,7 +255,9 @@ def flowers(num_images: int, size: int = 128, seed: int = 0, test_fraction: floa
             "attributes": asdict(attrs),
         }
         split = "test" if cid in held else "train"
-        yield Sample(key, draw_flower(attrs, rng, size), captions(attrs, rng), split, meta)
+        image, caps = draw_flower(attrs, rng, size), captions(attrs, rng)
+        meta["named"] = [named(c) for c in caps]  # per caption, the attributes it names
+        yield Sample(key, image, caps, split, meta)
 
 
 def write(folder: Path, num_images: int, size: int, seed: int, test_fraction: float, progress=None) -> dict:

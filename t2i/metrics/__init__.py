@@ -56,6 +56,7 @@ class EvalContext:
     fake: torch.Tensor  # (N, 3, S, S) generated images
     emb: torch.Tensor  # (N, D) the caption embedding fake[i] was generated from
     all_emb: torch.Tensor  # (N, C, D) every caption embedding of test image i
+    pick: torch.Tensor  # (N,) which of its captions fake[i] was drawn from: emb[i] = all_emb[i, pick[i]]
     meta: list[dict]
     seed: int = 0
     device: str = "cpu"
@@ -67,6 +68,8 @@ class EvalContext:
     z_dim: int = 0
     # The generator's text encoder: list of captions -> (n, D) embeddings (numpy or torch).
     encode: Optional[Callable[[list[str]], object]] = None
+    probes: Optional[dict] = None  # t2i.probes: captions that name known attributes, where the source has them
+    discriminator: Optional[torch.nn.Module] = None  # the run's D (d_check), from its training checkpoint
     _outputs: dict = field(default_factory=dict, repr=False)
 
     @torch.no_grad()
@@ -92,5 +95,5 @@ class EvalContext:
 
 
 # Importing the metric modules registers them.
-from t2i.metrics import (attribute_accuracy, diversity, frechet_distance, inception, phrasing,  # noqa: E402,F401
-                         r_precision)
+from t2i.metrics import (attribute_accuracy, d_check, diversity, frechet_distance, g_check,  # noqa: E402,F401
+                         inception, phrasing, r_precision)

@@ -3,7 +3,9 @@
 Users do not write the synthetic dataset's 13 templates. For up to ``MAX_IMAGES`` test images,
 this metric writes a caption for the image's attributes from ``NOVEL_TEMPLATES`` (kept out of
 training: no training caption has their wording), draws one image from it and one from the
-image's own template caption with the same noise, and reads both with the evaluator:
+image's own template caption with the same noise (one that names both colours, as every novel
+caption does, where the samples say which attributes each caption names), and reads both with
+the evaluator:
 
 - ``phrasing/<attr>/novel``, ``phrasing/<attr>/template``: attribute accuracy for petal and
   centre colour;
@@ -21,6 +23,7 @@ import torch
 from t2i.data.synth import NUMBER_WORDS
 from t2i.evaluator import attribute_labels
 from t2i.metrics import EvalContext, MetricSkipped, register
+from t2i.probes import knows_named, pick_naming
 
 MAX_IMAGES = 256
 ATTRIBUTES = ("petal_colour", "centre_colour")
@@ -62,8 +65,12 @@ def phrasing(ctx: EvalContext) -> dict[str, float]:
     # Rounded to float16 like the embedded shards' vectors, so only the wording differs.
     novel = torch.from_numpy(np.asarray(ctx.encode(novel_captions(metas, gen)), np.float16).astype(np.float32))
     z = torch.randn(len(idx), ctx.z_dim, generator=gen)  # the same noise for both wordings
+    template = ctx.emb[idx].clone()  # the image's own caption; where known, one naming both colours
+    if knows_named(metas):
+        for j, c in pick_naming(metas, ATTRIBUTES, gen):
+            template[j] = ctx.all_emb[idx[j], c]
     read = {"novel": ctx.score(ctx.generate(z, novel))["logits"],
-            "template": ctx.score(ctx.generate(z, ctx.emb[idx]))["logits"]}
+            "template": ctx.score(ctx.generate(z, template))["logits"]}
     labels = attribute_labels(metas, {a: attrs[a] for a in ATTRIBUTES})
     out: dict[str, float] = {"phrasing/images": float(len(idx))}
     for a, y in labels.items():

@@ -1,7 +1,10 @@
 """R-precision (AttnGAN, Xu et al. 2018) with the evaluator as the image-text scorer.
 
 For each image: its own caption embedding against up to 99 mismatched captions, drawn (seeded)
-from test images of other classes. The score is the cosine between the evaluator's image
+from test images of other classes. Where the samples say which attributes each caption names, a
+mismatched caption must also contradict the image's caption on an attribute both name: "a
+flower with five red petals" of a (red, yellow) flower is no mismatch for an image drawn from
+"a red flower with a black centre", which it describes just as well. The score is the cosine between the evaluator's image
 projection and the L2-normalised caption embedding; an image counts as a hit when its own
 caption scores highest (R = 1: one true caption). Reported for fake and real images, which see
 the same candidates, and two baselines:
@@ -20,8 +23,26 @@ import torch
 import torch.nn.functional as F
 
 from t2i.metrics import EvalContext, MetricSkipped, register
+from t2i.probes import knows_named
 
 MISMATCHED = 99
+
+
+def contradicting(meta: list[dict], pick: torch.Tensor) -> torch.Tensor:
+    """(N, N, C) bool: caption c of image j names an attribute that caption ``pick[i]`` of image
+    i names too, with another value."""
+    attrs = sorted({a for m in meta for named in m["named"] for a in named})
+    C = max(len(m["named"]) for m in meta)
+    names = torch.zeros(len(meta), C, len(attrs), dtype=torch.bool)  # (N, C, A): caption c names a
+    for j, m in enumerate(meta):
+        for c, named in enumerate(m["named"]):
+            names[j, c, [attrs.index(a) for a in named]] = True
+    codes: dict[str, dict[str, int]] = {a: {} for a in attrs}
+    value = torch.tensor([[codes[a].setdefault(str(m["attributes"].get(a)), len(codes[a])) for a in attrs]
+                          for m in meta])  # (N, A)
+    own = names[torch.arange(len(meta)), pick]  # (N, A): what each image's caption names
+    differs = value[:, None, :] != value[None, :, :]  # (N, N, A)
+    return (own[:, None, None, :] & names[None] & differs[:, :, None, :]).any(-1)  # (N, N, C)
 
 
 def candidates(ctx: EvalContext) -> torch.Tensor:
@@ -31,17 +52,24 @@ def candidates(ctx: EvalContext) -> torch.Tensor:
     ids = {k: n for n, k in enumerate(dict.fromkeys(keys))}
     cls = torch.tensor([ids[k] for k in keys])  # (N,)
     gen = torch.Generator().manual_seed(ctx.seed)
-    n_other = N - torch.bincount(cls)[cls]  # (N,) images of other classes
-    if n_other.min() == 0:
+    other = cls[:, None] != cls[None, :]  # (N, N)
+    ok = other[:, :, None] & contradicting(ctx.meta, ctx.pick) if knows_named(ctx.meta) else None  # (N, N, C)
+    n_ok = ok.flatten(1).sum(1) if ok is not None else other.sum(1)  # (N,) mismatched captions (images) to draw from
+    if n_ok.min() == 0:
         raise MetricSkipped("r_precision needs test images of at least two classes")
-    m = min(MISMATCHED, int(n_other.min()))
+    m = min(MISMATCHED, int(n_ok.min()))
     rows = []
     for i in range(N):
-        others = (cls != cls[i]).nonzero().flatten()
-        j = others[torch.randperm(len(others), generator=gen)[:m]]  # (m,) other images
-        c = torch.randint(0, C, (m,), generator=gen)  # one of their captions each
+        if ok is not None:  # any allowed caption of another class
+            j, c = ok[i].nonzero().unbind(1)  # (n_ok,) each
+            take = torch.randperm(len(j), generator=gen)[:m]  # (m,)
+            j, c = j[take], c[take]
+        else:  # m other images, one of their captions each
+            others = other[i].nonzero().flatten()
+            j = others[torch.randperm(len(others), generator=gen)[:m]]  # (m,)
+            c = torch.randint(0, C, (m,), generator=gen)
         rows.append(torch.cat([ctx.emb[i][None], ctx.all_emb[j, c]]))  # (1 + m, D)
-    return torch.stack(rows)  # (N, 1 + m, D)
+    return torch.stack(rows)  # (N, 1 + M, D)
 
 
 def hits(proj: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:

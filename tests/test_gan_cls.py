@@ -1,15 +1,14 @@
-"""Shape, range and init tests for the GAN-CLS generator / discriminator."""
+"""Shape, range and init tests for the GAN-CLS generator / discriminator (t2i/families/gan_cls.py)."""
 
 import pytest
 import torch
 import torch.nn as nn
 
-from t2i.models import (
+from t2i.families.gan_cls import (
     Discriminator,
     Generator,
     ModelConfig,
     TextProjection,
-    build,
     init_weights,
 )
 
@@ -81,7 +80,7 @@ def test_text_projection_shape() -> None:
 
 def test_init_weights_stats() -> None:
     torch.manual_seed(0)
-    G, D = build("gan-cls", tiny())
+    G, D = Generator(tiny()), Discriminator(tiny())
     big = G.net[3].weight  # (ngf*8, ngf*4, 4, 4) = 64*32*16 weights
     assert big.numel() > 10_000
     assert abs(big.mean().item()) < 0.002
@@ -119,11 +118,12 @@ def test_bad_image_size(bad: int) -> None:
 
 def test_the_params_defaults_build_the_default_models() -> None:
     """ModelConfig holds no defaults of its own: the default params give the default run's shapes."""
+    from t2i.families import get_family
     from t2i.gan import model_config
     from t2i.params import TrainParams
 
     cfg = model_config(TrainParams(), emb_dim=384, image_size=64)
-    G, D = build("gan-cls", cfg)
+    G, D = get_family("gan-cls").models(TrainParams(), cfg)
     assert isinstance(G, Generator) and isinstance(D, Discriminator)
     assert (cfg.ngf, cfg.ndf, cfg.z_dim, cfg.proj_dim, cfg.ca) == (32, 32, 100, 128, False)
     with pytest.raises(TypeError, match="missing"):

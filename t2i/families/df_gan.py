@@ -1,4 +1,5 @@
-"""DF-GAN (Tao et al., CVPR 2022): deep text-image fusion in every generator block.
+"""DF-GAN (Tao et al., CVPR 2022): deep text-image fusion in every generator block, the hinge
+loss and the matching-aware gradient penalty (MA-GP).
 
 The family is four small pieces: ``Affine`` (a per-channel scale and shift predicted from the
 condition), ``GBlock`` (upsample, two fusion layers of two affines each, two 3x3 convs, a
@@ -11,6 +12,9 @@ Shapes in comments are for 64x64 images, ngf = ndf = 32, a 384-d embedding and z
 Written from the paper and the facts of tobran/DF-GAN (widths, the affine's zero-initialised
 last layer, the residual D with a learnt gate), not from its code. One change for short runs is
 a param: ``train.df_gan.d_gate`` starts D's residual gates open (docs/experiments.md).
+
+Its own keys are ``train.df_gan.*``; of ``train.*`` it reads the shared ones (not
+``t2i.params.GAN_CLS_ONLY``), and its record names it (``arch``).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from t2i.models import blocks_between
+from t2i.families.common import Family, Loss, StepInputs, blocks_between
+from t2i.losses import hinge_discriminator_loss, hinge_generator_loss, ma_gp
+from t2i.params import GAN_CLS_ONLY, TrainParams
 
 
 @dataclass
 class DFConfig:
-    """DF-GAN's shapes. No defaults: ``t2i.gan.model_config`` fills them from the params (the one
+    """DF-GAN's shapes. No defaults: ``DfGan.model_config`` fills them from the params (the one
     source of defaults) and the data, and a checkpoint stores them."""
 
     emb_dim: int  # sentence embedding size (384: all-MiniLM-L6-v2)
@@ -189,3 +195,105 @@ class DFDiscriminator(nn.Module):
 
     def forward(self, img: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(img), sentence(emb))  # (B,)
+
+
+class DFGeneratorPasses(nn.Module):
+    """DF-GAN's G pass of one step: the fakes for the batch's captions."""
+
+    def __init__(self, G: DFGenerator) -> None:
+        super().__init__()
+        self.G = G
+
+    def forward(self, x: StepInputs) -> dict:
+        return {"fake": self.G(x.z, x.emb)}  # (B, 3, S, S)
+
+
+class DFDiscriminatorPasses(nn.Module):
+    """DF-GAN's D passes in one call: real image + right text, real image + wrong text (the real
+    features reused, as in DF-GAN), MA-GP on the real pairs, with respect to the image and the
+    sentence as D's head sees it ("gp", None when off), and fake + right text."""
+
+    def __init__(self, D: DFDiscriminator, cls: bool, magp_coef: float, magp_power: float) -> None:
+        super().__init__()
+        self.D, self.cls, self.magp_coef, self.magp_power = D, cls, magp_coef, magp_power
+
+    def forward(self, x: StepInputs, fake: torch.Tensor) -> dict:
+        gp_on = self.magp_coef > 0  # MA-GP differentiates D's output with respect to both inputs
+        real, s = x.real.detach().requires_grad_(gp_on), sentence(x.emb).detach().requires_grad_(gp_on)
+        feat_real = self.D.features(real)  # (B, 8 ndf, 4, 4)
+        d_real = self.D.head(feat_real, s)  # (B,)
+        d_wrong = self.D.head(feat_real, sentence(x.wrong)) if self.cls else None
+        gp = ma_gp(d_real.float(), real, s, self.magp_power) if gp_on else None
+        feat_fake = self.D.features(fake)
+        d_fake = self.D.head(feat_fake, sentence(x.emb))
+        return {"real": d_real, "wrong": d_wrong, "fake": d_fake, "feat_real": feat_real, "feat_fake": feat_fake,
+                "gp": gp}
+
+
+class DFDiscriminatorOnFakes(nn.Module):
+    """D's pass in DF-GAN's G loss: the fakes with their captions."""
+
+    def __init__(self, D: DFDiscriminator) -> None:
+        super().__init__()
+        self.D = D
+
+    def forward(self, x: StepInputs, g_out: dict) -> dict:
+        feat_fake = self.D.features(g_out["fake"])  # (B, 8 ndf, 4, 4)
+        return {"fake": self.D.head(feat_fake, sentence(x.emb)), "feat_fake": feat_fake}
+
+
+class DfGan(Family):
+    """DF-GAN: hinge loss on D's scores, MA-GP on real pairs, Adam at its own rates (train.df_gan)."""
+
+    name = "df-gan"
+    Config = DFConfig
+    unrecorded = GAN_CLS_ONLY
+    compile_refusal = "MA-GP's double backward is untested under torch.compile"
+    batchnorm = False
+
+    def model_config(self, cfg: TrainParams, emb_dim: int, image_size: int) -> DFConfig:
+        df = cfg.df_gan
+        return DFConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, ngf=df.ngf, ndf=df.ndf, image_size=image_size,
+                        fusion_hidden=df.fusion_hidden)
+
+    def generator(self, model_cfg: DFConfig) -> DFGenerator:
+        return DFGenerator(model_cfg)
+
+    def discriminator(self, model_cfg: DFConfig) -> DFDiscriminator:
+        return DFDiscriminator(model_cfg)
+
+    def models(self, cfg: TrainParams, model_cfg: DFConfig) -> tuple[DFGenerator, DFDiscriminator]:
+        """Fresh G and D, D's residual gates at train.df_gan.d_gate."""
+        G, D = super().models(cfg, model_cfg)
+        D.open_gates(cfg.df_gan.d_gate)
+        return G, D
+
+    def optimisers(self, cfg: TrainParams, G: nn.Module, D: nn.Module, **extra):
+        df = cfg.df_gan
+        betas = (df.beta1, df.beta2)
+        return (torch.optim.Adam(G.parameters(), lr=df.lr_g, betas=betas, **extra),
+                torch.optim.Adam(D.parameters(), lr=df.lr_d, betas=betas, **extra))
+
+    def draws(self, cfg: TrainParams, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        return {}  # the shared noise is all it draws
+
+    def passes(self, cfg: TrainParams, G: nn.Module, D: nn.Module):
+        df = cfg.df_gan
+        d_passes = DFDiscriminatorPasses(D, cfg.cls, df.magp_coef, df.magp_power)
+        return DFGeneratorPasses(G), d_passes, DFDiscriminatorOnFakes(D)
+
+    def d_loss(self, cfg: TrainParams, x: StepInputs, d_out: dict) -> Loss:
+        """The hinge loss, plus magp_coef * MA-GP; parts: magp (when on)."""
+        gp = d_out["gp"]
+        if (gp is None) != (cfg.df_gan.magp_coef == 0):
+            raise ValueError("the D passes were built with another train.df_gan.magp_coef than this step's")
+        d_real, d_fake = d_out["real"].float(), d_out["fake"].float()  # losses in fp32
+        d_wrong = d_out["wrong"].float() if d_out["wrong"] is not None else None
+        loss = Loss(hinge_discriminator_loss(d_real, d_wrong, d_fake))
+        if gp is not None:
+            loss.add("magp", cfg.df_gan.magp_coef, gp)
+        return loss
+
+    def g_loss(self, cfg: TrainParams, x: StepInputs, g_out: dict, d_out: dict, d_fakes_out: dict) -> Loss:
+        """-D(fake, text); no further parts."""
+        return Loss(hinge_generator_loss(d_fakes_out["fake"].float()))

@@ -1,0 +1,280 @@
+"""A model family is one module: a toy third family, defined only here, trains through the same
+step, loop and checkpoints as the built-in ones; the families' pass outputs share their keys; the
+registry names what it knows; and no t2i module imports itself back at import time."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t2i import T2IError
+from t2i.checkpoint import GENERATOR, load_generator
+from t2i.families import BUILT_IN, FAMILIES, get_family, register_family
+from t2i.families.common import Family, Loss, StepInputs
+from t2i.gan import gan_step, model_config, step_inputs, trainables
+from t2i.params import GAN_CLS_ONLY, TrainParams, load_params
+
+from tests.conftest import REPO
+from tests.test_train import DATA, TINY
+
+# --------------------------------------------------------------------------- a toy family
+
+
+@dataclass
+class ToyConfig:
+    emb_dim: int
+    z_dim: int
+    image_size: int
+    width: int
+
+
+class ToyGenerator(nn.Module):
+    """G(z, emb): one linear map to the image."""
+
+    def __init__(self, cfg: ToyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.fc = nn.Linear(cfg.z_dim + cfg.emb_dim, 3 * cfg.image_size ** 2)
+
+    def forward(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        S = self.cfg.image_size
+        return torch.tanh(self.fc(torch.cat([z, emb], dim=1))).view(-1, 3, S, S)  # (B, 3, S, S)
+
+
+class ToyDiscriminator(nn.Module):
+    """D(img, emb): one strided conv for features, a linear head on them and the caption."""
+
+    def __init__(self, cfg: ToyConfig) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, cfg.width, 4, 4)  # (B, width, S/4, S/4)
+        self.head = nn.Linear(cfg.width + cfg.emb_dim, 1)
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.conv(img), 0.2)
+
+    def forward(self, img: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(img).mean(dim=(2, 3))  # (B, width)
+        return self.head(torch.cat([pooled, emb], dim=1)).flatten()  # (B,)
+
+
+class ToyGeneratorPasses(nn.Module):
+    def __init__(self, G: ToyGenerator) -> None:
+        super().__init__()
+        self.G = G
+
+    def forward(self, x: StepInputs) -> dict:
+        return {"fake": self.G(x.z, x.emb), "fake_alt": self.G(x.draws["z_alt"], x.emb)}
+
+
+class ToyDiscriminatorPasses(nn.Module):
+    def __init__(self, D: ToyDiscriminator) -> None:
+        super().__init__()
+        self.D = D
+
+    def forward(self, x: StepInputs, fake: torch.Tensor) -> dict:
+        return {"real": self.D(x.real, x.emb), "wrong": self.D(x.real, x.wrong), "fake": self.D(fake, x.emb),
+                "feat_real": self.D.features(x.real), "feat_fake": None}
+
+
+class ToyDiscriminatorOnFakes(nn.Module):
+    def __init__(self, D: ToyDiscriminator) -> None:
+        super().__init__()
+        self.D = D
+
+    def forward(self, x: StepInputs, g_out: dict) -> dict:
+        return {"fake": self.D(g_out["fake"], x.emb), "feat_fake": self.D.features(g_out["fake"])}
+
+
+class Toy(Family):
+    """Least squares GAN with a matching-aware term, feature matching and a spread term."""
+
+    name = "toy"
+    Config = ToyConfig
+    unrecorded = ("df_gan", *GAN_CLS_ONLY)
+
+    def model_config(self, cfg, emb_dim, image_size):
+        return ToyConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, image_size=image_size, width=4)
+
+    def generator(self, model_cfg):
+        return ToyGenerator(model_cfg)
+
+    def discriminator(self, model_cfg):
+        return ToyDiscriminator(model_cfg)
+
+    def optimisers(self, cfg, G, D, **extra):
+        return torch.optim.SGD(G.parameters(), lr=0.01, **extra), torch.optim.SGD(D.parameters(), lr=0.01, **extra)
+
+    def draws(self, cfg, batch, g):
+        return {"z_alt": torch.randn(batch, cfg.z_dim, generator=g)}
+
+    def passes(self, cfg, G, D):
+        return ToyGeneratorPasses(G), ToyDiscriminatorPasses(D), ToyDiscriminatorOnFakes(D)
+
+    def d_loss(self, cfg, x, d_out):
+        loss = Loss((d_out["real"] - 1).pow(2).mean() + d_out["fake"].pow(2).mean())
+        loss.add("wrong", 0.5, d_out["wrong"].pow(2).mean())
+        return loss
+
+    def g_loss(self, cfg, x, g_out, d_out, d_fakes_out):
+        adv = (d_fakes_out["fake"] - 1).pow(2).mean()
+        loss = Loss(adv, {"adv": adv})
+        fm = (d_out["feat_real"].detach().mean(0) - d_fakes_out["feat_fake"].mean(0)).pow(2).mean()
+        loss.add("fm", 2.0, fm)
+        loss.add("spread", 0.01, -(g_out["fake"] - g_out["fake_alt"]).abs().mean())
+        return loss
+
+
+@pytest.fixture
+def toy():
+    register_family(Toy())
+    yield FAMILIES["toy"]
+    del FAMILIES["toy"]
+
+
+def batch(B: int = 8, S: int = 32, D: int = 16) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.randint(0, 256, (B, 3, S, S), generator=g, dtype=torch.uint8),
+            "emb": torch.randn(B, 10, D, generator=g), "class_id": torch.arange(B) % 3}
+
+
+def test_a_family_registered_in_a_test_trains_a_step(toy):
+    cfg = TrainParams(**{**TINY, "arch": "toy"})
+    assert get_family("toy") is toy and cfg.recorded()["arch"] == "toy"
+    t = trainables(cfg, model_config(cfg, 16, 32))
+    assert isinstance(t.G, ToyGenerator) and isinstance(t.opt_g, torch.optim.SGD)
+    x = step_inputs(batch(), cfg, torch.Generator().manual_seed(0))
+    assert x.draws.keys() == {"z_alt"} and x.draws["z_alt"].shape == (8, cfg.z_dim)
+    before = [p.clone() for p in (*t.G.parameters(), *t.D.parameters())]
+    out = gan_step(t, x, cfg)
+    assert all(not torch.equal(a, b) for a, b in zip(before, (*t.G.parameters(), *t.D.parameters())))
+    assert set(out) == {"loss_d", "loss_g", "d_real", "d_fake", "g_adv", "g_fm", "g_spread", "d_wrong"}
+    assert all(torch.isfinite(v) and not v.requires_grad for v in out.values())
+    torch.testing.assert_close(out["loss_g"], out["g_adv"] + 2.0 * out["g_fm"] + 0.01 * out["g_spread"])
+
+
+def test_a_family_registered_in_a_test_trains_and_saves_through_the_loop(toy, train_urls, tmp_path):
+    from t2i.train import training_loop
+
+    summary = training_loop(train_urls, tmp_path, TrainParams(**{**TINY, "arch": "toy", "epochs": 1}), data=DATA,
+                            progress=False)
+    assert summary["steps"] > 0 and "g_spread" in summary
+    G, config = load_generator(tmp_path / GENERATOR)
+    assert isinstance(G, ToyGenerator) and config["arch"] == "toy" and config["model"]["width"] == 4
+    assert not {"df_gan", *GAN_CLS_ONLY} & set(config)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_an_unknown_family_is_named_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown model family 'stylegan' \(known: gan-cls, df-gan\)"):
+        get_family("stylegan")
+    with pytest.raises(T2IError) as e:
+        load_params(None, ["train.arch=stylegan"])
+    assert str(e.value) == "params: train.arch: unknown model family 'stylegan' (known: gan-cls, df-gan)"
+    with pytest.raises(ValueError, match="already registered"):
+        register_family(get_family("gan-cls"))
+
+
+def test_the_families_capabilities_decide_what_params_refuse():
+    with pytest.raises(T2IError, match=r"train.sync_bn: arch df-gan has no BatchNorm to synchronise"):
+        load_params(None, ["train.arch=df-gan", "train.sync_bn=true"])
+    assert load_params(None, ["train.sync_bn=true", "train.compile=true"]).train.compile
+
+
+# --------------------------------------------------------------------------- the passes' keys
+
+
+@pytest.mark.parametrize("arch", BUILT_IN)
+def test_the_pass_outputs_have_the_same_keys_in_every_family(arch):
+    cfg = TrainParams(**{**TINY, "arch": arch, "df_gan": {"ngf": 4, "ndf": 4}})
+    t = trainables(cfg, model_config(cfg, 16, 32))
+    x = step_inputs(batch(), cfg, torch.Generator().manual_seed(0))
+    g_out = t.g_passes(x)
+    d_out = t.d_passes(x, g_out["fake"].detach())
+    d_fakes_out = t.d_fakes(x, g_out)
+    assert g_out["fake"].shape == (8, 3, 32, 32)
+    assert {"real", "wrong", "fake", "feat_real", "feat_fake"} <= d_out.keys()
+    assert {"fake", "feat_fake"} <= d_fakes_out.keys()
+    for scores in (d_out["real"], d_out["wrong"], d_out["fake"], d_fakes_out["fake"]):
+        assert scores.shape == (8,)
+    feat = d_out["feat_real"]
+    assert feat.dim() == 4 and feat.size(0) == 8
+    assert d_out["feat_fake"].shape == d_fakes_out["feat_fake"].shape == feat.shape
+    t.D.eval()  # what a diagnostic calls: D's scores and features of any images
+    img, emb = torch.randn(5, 3, 32, 32), torch.randn(5, 16)
+    assert t.D(img, emb).shape == (5,) and t.D.features(img).shape[:2] == (5, feat.size(1))
+
+
+# --------------------------------------------------------------------------- no import circle
+
+
+def module_level_imports(path) -> set[str]:
+    """The t2i modules the file at ``path`` imports as it is imported (the top level and its
+    if/try blocks, not function bodies or ``if TYPE_CHECKING``), with the packages above them.
+    (t2i has no relative imports.)"""
+    found: set[str] = set()
+
+    def visit(body) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path}: a relative import"
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)  # kept if a module
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body), visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body), visit(node.orelse), visit(node.finalbody)
+
+    visit(ast.parse(path.read_text()).body)
+    parents = {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 1)}
+    return {m for m in found | parents if m.split(".")[0] == "t2i"}
+
+
+def test_no_t2i_module_imports_itself_back():
+    """Among t2i's modules, as they are imported. A module's own packages are left out of what it
+    imports: Python imports them first anyway, and a package may import its submodules to register
+    them (t2i.metrics)."""
+    files = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (REPO / "t2i").rglob("*.py")}
+
+    def ancestors(name: str) -> set[str]:
+        return {name.rsplit(".", i)[0] for i in range(name.count(".") + 1)}
+
+    graph = {name: module_level_imports(path) & files.keys() - ancestors(name) for name, path in files.items()}
+    done: set[str] = set()
+
+    def walk(name: str, path: list[str]) -> None:
+        if name in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(name):] + [name]))
+        if name not in done:
+            for other in sorted(graph[name]):
+                walk(other, path + [name])
+            done.add(name)
+
+    for name in sorted(graph):
+        walk(name, [])
+    assert graph["t2i.families"] == set()  # the registry imports no t2i module: t2i.params imports it
+
+
+@pytest.mark.parametrize("module, arch", [("t2i.families.gan_cls", "gan-cls"), ("t2i.families.df_gan", "df-gan")])
+def test_each_family_module_imports_first_in_a_fresh_process(module, arch):
+    code = f"import {module}; from t2i.families import get_family; assert get_family({arch!r}).name == {arch!r}"
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_params_check_the_family_without_torch():
+    code = ("import sys, t2i.params as p; p.load_params(None, ['train.arch=df-gan']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,39 @@
+"""The attribute probes in training: logged every epoch without changing the run."""
+
+import hashlib
+
+import torch
+
+from t2i import probes
+from t2i.checkpoint import GENERATOR
+from t2i.data.loader import batches, embedded_urls, to_float
+from t2i.params import load_params
+from t2i.train import DataSpec, training_loop
+
+TINY = ["train.ngf=8", "train.ndf=8", "train.epochs=2", "train.batch_size=8", "train.z_dim=8", "train.proj_dim=8",
+        "train.checkpoint_every=3"]
+
+
+def test_d_check_is_logged_every_epoch_and_leaves_the_weights_as_they_were(make_embedded, tmp_path):
+    emb = make_embedded(tmp_path / "data", 40, samples_per_shard=12)
+    found = probes.load_probes(emb)
+    test = list(batches(embedded_urls(emb, "test"), 64, drop_last=False))
+    images, keys = to_float(torch.cat([b["image"] for b in test])), [k for b in test for k in b["key"]]
+    calls = []
+
+    def probe(D):
+        calls.append(D.training)
+        return probes.discriminator_check(D, images, found, keys)
+
+    cfg = load_params(None, TINY).train
+    spec = DataSpec(emb_dim=16, image_size=32, text_model="fake", num_samples=35)
+    urls = embedded_urls(emb, "train")
+    for name, p in (("with", probe), ("without", None)):
+        training_loop(urls, tmp_path / name, cfg, data=spec, live_dir=tmp_path / name / "live", probe=p, progress=False)
+    assert calls == [True, True]  # once per epoch, D handed over in training mode (and left so)
+    same = [hashlib.sha256((tmp_path / n / f).read_bytes()).digest() for f in (GENERATOR, "checkpoint.pt")
+            for n in ("with", "without")]
+    assert same[0] == same[1] and same[2] == same[3]
+    logged = (tmp_path / "with" / "live" / "plots" / "metrics" / "d_check" / "centre_colour.tsv").read_text().splitlines()
+    assert logged[0].split("\t") == ["step", "centre_colour"] and len(logged) == 3  # a row per epoch
+    assert not (tmp_path / "without" / "live" / "plots" / "metrics" / "d_check").exists()
