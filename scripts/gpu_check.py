@@ -5,9 +5,9 @@ That machine has PyTorch and sentence-transformers but not dvclive, DVC, webdata
 weights (88 MB, more than a call may carry). So this script imports only the ``t2i`` library
 (no stage adapter, no DVCLive), and every text the run embeds comes from a table:
 
-- ``prepare TABLE`` (here) embeds, with the real text encoder, every distinct caption of the
-  default synthetic dataset and every caption the ``phrasing`` metric can write for its test
-  flowers (about 12 MB);
+- ``prepare TABLE`` (here) embeds, with the real text encoder, every text the run embeds: it
+  runs the data phase itself and records what it encodes (the captions and the attribute
+  probes), and adds every caption the ``phrasing`` metric can write for the test flowers;
 - ``run OUT`` (there) runs phases, each timed and recorded in OUT/run.json as it ends; a phase
   that fails records its reason and the next one still runs; past ``--limit`` seconds the phase
   under way is stopped and the rest are recorded as not run:
@@ -49,29 +49,60 @@ from t2i import T2IError  # noqa: E402
 from t2i.params import load_params  # noqa: E402
 
 
-def texts_to_embed(p) -> list[str]:
-    """Every caption of the synthetic dataset ``p.synth`` draws, and every caption the phrasing
-    metric can write for its test flowers (each novel template for each one's attributes), sorted."""
+def make_data(p, data: Path, encode, dim: int) -> dict:
+    """The download, shard and embed stages' library calls into ``data``: ``encode(texts)`` is
+    the text encoder (the real one in ``prepare``, the table in ``run``)."""
+    from t2i.data.embed import embed_shards
+    from t2i.data.raw import read_raw
+    from t2i.data.shards import write_shards
+    from t2i.data.sources import prepare_raw
+    from t2i.paths import Artifacts
+
+    at = Artifacts(data, p.dataset)
+    shutil.rmtree(data, ignore_errors=True)
+    prepare_raw(at.raw, p, progress=False)
+    s = p.shard
+    write_shards(read_raw(at.raw), at.shards, dataset=p.dataset, image_size=s.image_size,
+                 image_format=s.image_format, jpeg_quality=s.jpeg_quality,
+                 samples_per_shard=s.samples_per_shard, crop=s.crop)
+    m = embed_shards(at.shards, at.embeddings, encode, model=p.embed.model, dim=dim)
+    return {"counts": {k: v["count"] for k, v in m["splits"].items()}}
+
+
+def phrasing_texts(p) -> set[str]:
+    """Every caption the phrasing metric can write for the test flowers of ``p.synth`` (each
+    novel template for each one's attributes)."""
     from t2i.data import synth
     from t2i.metrics.phrasing import NOVEL_TEMPLATES
 
     s, out = p.synth, set()
     for x in synth.flowers(s.num_images, s.render_size, s.seed, s.test_fraction):
-        out.update(x.captions)
         if x.split == "test":
             a = x.meta["attributes"]  # the words phrasing.novel_captions fills in
             words = dict(p=a["petal_colour"], c=a["centre_colour"], s=a["petal_shape"],
                          n=synth.NUMBER_WORDS.get(a["petal_count"], str(a["petal_count"])))
             out.update(t.format(**words) for t in NOVEL_TEMPLATES)
-    return sorted(out)
+    return out
 
 
 def prepare(table: Path, sets: list[str]) -> None:
+    """Embed every text the run will ask for: what the data phase embeds (captions and attribute
+    probes, recorded by running it here with the real encoder) and the phrasing metric's captions."""
+    import tempfile
+
     from t2i.text import TextEncoder
 
     p = load_params(ROOT / "params.yaml", sets)
-    texts = texts_to_embed(p)
-    vectors = TextEncoder(p.embed.model, "cpu", p.embed.batch_size).encode(texts)
+    encoder, seen = TextEncoder(p.embed.model, "cpu", p.embed.batch_size), set()
+
+    def recording(texts: list[str]) -> np.ndarray:
+        seen.update(texts)
+        return encoder.encode(texts)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_data(p, Path(tmp) / "data", recording, encoder.dim)
+    texts = sorted(seen | phrasing_texts(p))
+    vectors = encoder.encode(texts)
     table.parent.mkdir(parents=True, exist_ok=True)
     np.savez(table, captions=np.array(texts), vectors=vectors, model=np.array(p.embed.model))
     print(f"prepare: {len(texts)} captions x {vectors.shape[1]} -> {table}")
@@ -164,22 +195,7 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
                            "scripts/gpu_check.py prepare with the same -S overrides")
         return np.stack([saved["lookup"][t] for t in texts])
 
-    def make_data() -> dict:  # the download, shard and embed stages' library calls
-        from t2i.data.embed import embed_shards
-        from t2i.data.raw import read_raw
-        from t2i.data.shards import write_shards
-        from t2i.data.sources import prepare_raw
-
-        shutil.rmtree(data, ignore_errors=True)
-        prepare_raw(at.raw, p, progress=False)
-        s = p.shard
-        write_shards(read_raw(at.raw), at.shards, dataset=p.dataset, image_size=s.image_size,
-                     image_format=s.image_format, jpeg_quality=s.jpeg_quality,
-                     samples_per_shard=s.samples_per_shard, crop=s.crop)
-        m = embed_shards(at.shards, at.embeddings, encode, model=p.embed.model, dim=load_table()["dim"])
-        return {"counts": {k: v["count"] for k, v in m["splits"].items()}}
-
-    phase("data", make_data)
+    phase("data", lambda: make_data(p, data, encode, load_table()["dim"]))
 
     def at_width(batch: int):  # the train params of the bench, profile and compile phases
         return p.train.model_copy(update={"batch_size": batch, "ngf": width, "ndf": width})
@@ -203,7 +219,8 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
         phase(f"bench-{batch}", bench_at(batch))
 
     def train() -> dict:  # the evaluator, train and evaluate stages without DVCLive
-        from t2i.checkpoint import load_generator
+        from t2i import probes
+        from t2i.checkpoint import CHECKPOINT, load_discriminator, load_generator
         from t2i.data.shards import read_manifest
         from t2i.evaluate import evaluate
         from t2i.evaluator import load_evaluator, train_evaluator
@@ -222,8 +239,10 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
         r["train_s"] = time.perf_counter() - t0
         r["epoch_s"] = r["train_s"] / p.train.epochs
         G, _ = load_generator(at.generator, device)
+        D = load_discriminator(at.checkpoints / CHECKPOINT, device)
         metrics = evaluate(G, load_evaluator(at.evaluator, device), embedded_urls(at.embeddings, "test"), at.eval,
-                           p.evaluate, device=device, encode=encode)
+                           p.evaluate, device=device, encode=encode, probes=probes.load_probes(at.embeddings),
+                           discriminator=D)
         shutil.copy(at.metrics, out / "metrics.json")
         shutil.copy(at.eval / "grid.png", out / "grid.png")
         return {**r, "skipped": metrics["skipped"], "params": p.train.model_dump()}

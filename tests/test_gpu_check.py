@@ -73,6 +73,7 @@ def test_gpu_check_runs_end_to_end_without_the_absent_packages(tmp_path):
     assert phases["train"]["skipped"] == {} or "phrasing" not in phases["train"]["skipped"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert "phrasing/petal_colour/novel" in metrics  # its captions came from the table
+    assert "d_check/centre_colour" in metrics and "g_check/unseen/petal_count" in metrics  # probes from the table
     manifest = json.loads((tmp_path / "data" / "embeddings" / "synthetic-flowers" / "manifest.json").read_text())
     assert manifest["text_model"] == "all-MiniLM-L6-v2" and manifest["emb_dim"] == 384
 
