@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stages import bench, download, embed, evaluate, evaluator, generate, serve, shard, train
+from stages import bench, download, embed, evaluate, evaluator, generate, ground, serve, shard, train
 from t2i import T2IError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -14,6 +14,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 app.command("download")(download.main)
 app.command("shard")(shard.main)
 app.command("embed")(embed.main)
+app.command("ground")(ground.main)
 app.command("train")(train.main)
 app.command("evaluator")(evaluator.main)
 app.command("evaluate")(evaluate.main)

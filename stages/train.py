@@ -22,6 +22,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     if p.train.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(torchrun(p.train.nproc_per_node, params_file, overrides, data))
     from t2i.data.loader import batches, embedded_urls
+    from t2i.gan import needs_grounding
     from t2i.train import DataSpec, training_loop
 
     at = Artifacts(data, p.dataset)
@@ -31,6 +32,11 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     show = "test" if "test" in manifest["splits"] else "train"  # grid captions: unseen ones if any
     fixed = next(batches(embedded_urls(src, show), 8, drop_last=False))
     probe = d_check_probe(src, p.train.batch_size)
+    ground = None
+    if needs_grounding(p.train):  # train.text: grounded or train.match_coef
+        from t2i.ground import load_grounding
+
+        ground = load_grounding(at.grounding)
     with Timer() as t:
         summary = training_loop(
             urls, at.models, p.train,
@@ -38,6 +44,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
                           text_model=manifest["text_model"], num_samples=manifest["splits"]["train"]["count"]),
             checkpoint_dir=at.checkpoints, live_dir=at.train_logs,
             sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]], probe=probe,
+            ground=ground,
         )
     how = "resumed, " if summary["resumed"] else ""
     if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, not one per process
@@ -45,7 +52,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
 
 
 def d_check_probe(src: Path, batch_size: int):
-    """What D checks, for the loop to log after every epoch: ``t2i.probes.discriminator_check`` on the real
+    """What D checks, for the loop to log after every epoch: ``t2i.probes.caption_check`` on the real
     test images, where the embedder wrote attribute probes (else None)."""
     import torch
 
@@ -60,7 +67,7 @@ def d_check_probe(src: Path, batch_size: int):
     keys = [k for b in test for k in b["key"]]
 
     def probe(D: torch.nn.Module) -> dict[str, float]:
-        return probes.discriminator_check(D, images, found, keys, batch_size, next(D.parameters()).device)
+        return probes.caption_check(D, images, found, keys, batch_size, next(D.parameters()).device)
 
     return probe
 

@@ -30,8 +30,19 @@ GENERATOR = "generator.pt"
 FREE_ON_RESUME = frozenset({"epochs", "log_every", "threads", "device", "world_size"})
 
 
-def save_generator(path: Path, G: torch.nn.Module, config: dict) -> None:
-    save_torch({"config": config, "state_dict": G.state_dict()}, path)
+def save_generator(path: Path, G: torch.nn.Module, config: dict, text_head: dict | None = None) -> None:
+    """``text_head`` (``t2i.ground.text_head_blob``): the grounded code's head, for a generator
+    trained with ``train.text: grounded``; the file then turns captions into images alone."""
+    save_torch({"config": config, "state_dict": G.state_dict(), **({"text_head": text_head} if text_head else {})}, path)
+
+
+def _coded(net: torch.nn.Module, blob: dict, device: str) -> torch.nn.Module:
+    """``net`` behind the grounded text head that ``blob`` carries, if it carries one."""
+    if "text_head" not in blob:
+        return net
+    from t2i.ground import Coded, load_text_head
+
+    return Coded(net, load_text_head(blob["text_head"], device))
 
 
 def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -49,6 +60,7 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, di
         family = get_family(arch_of(config))
         G = family.generator(family.Config(**config["model"]))  # no discriminator: generating needs none
         G.load_state_dict(blob["state_dict"])
+        G = _coded(G.to(device), blob, device)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise T2IError(f"cannot read generator checkpoint {path}: {str(e).splitlines()[0].split('. ')[0]}") from None
     return G.to(device).eval(), config
@@ -65,6 +77,7 @@ def load_discriminator(path: Path, device: str = "cpu") -> torch.nn.Module | Non
         family = get_family(arch_of(config))
         D = family.discriminator(family.Config(**config["model"]))
         D.load_state_dict(saved["D"])
+        D = _coded(D.to(device), saved, device)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise T2IError(f"cannot read the discriminator of {path}: {str(e).splitlines()[0].split('. ')[0]}") from None
     return D.to(device).eval()

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 
 from t2i import T2IError
 from t2i.data.loader import batches, to_float
+from t2i.augment import shift_turn_flip
 from t2i.io import save_torch
+from t2i.losses import contrastive_loss
 from t2i.params import IMAGE_SIZES, EvaluatorParams
 
 CLASS_HEAD = "class"  # the single head of a dataset without attributes
@@ -184,21 +186,6 @@ def attribute_labels(metas: list[dict], attributes: dict[str, list[str]]) -> dic
 # --------------------------------------------------------------------------- training
 
 
-def shift_turn_flip(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
-    """Random translation by up to ``max_shift`` pixels (edges replicated), quarter turn and
-    horizontal flip.
-
-    None changes a colour, a count or a shape, so the labels stay true.
-    """
-    B, _, S, _ = x.shape
-    padded = F.pad(x, (max_shift,) * 4, mode="replicate")  # (B, 3, S + 2m, S + 2m)
-    dx, dy = torch.randint(0, 2 * max_shift + 1, (2, B), generator=gen).tolist()
-    turns = torch.randint(0, 4, (B,), generator=gen).tolist()
-    flip = torch.rand(B, generator=gen) < 0.5
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + S, dx[i]:dx[i] + S].rot90(turns[i], (1, 2)) for i in range(B)])
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)  # (B, 3, S, S)
-
-
 def recolour(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Each image's colours turned by a random angle about the grey axis, and mirrored (two
     channels swapped) with p = 0.5: hues change, grey levels and shapes stay. Fed only to the
@@ -212,13 +199,6 @@ def recolour(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     mirror = torch.rand(B, generator=gen) < 0.5
     turn = torch.where(mirror[:, None, None], turn[:, [1, 0, 2]], turn)
     return torch.einsum("bij,bjhw->bihw", turn, x).clamp(-1, 1)  # (B, 3, S, S)
-
-
-def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE between matching rows of L2-normalised (B, D) image and text vectors."""
-    logits = logit_scale.clamp(max=math.log(100)).exp() * img @ txt.t()  # (B, B)
-    target = torch.arange(len(img), device=img.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
 def _scan(urls: list[str]) -> tuple[list[dict], int, int]:
@@ -344,7 +324,8 @@ def train_evaluator(train_urls: list[str], out_path: str | os.PathLike,
                 labels = attribute_labels(b["meta"], attributes)
 
                 pooled, local, glob, entropy = model.heads(x.to(device), None if x_where is None else x_where.to(device))
-                clip = clip_loss(F.normalize(model.proj(pooled), dim=-1), txt.to(device), model.logit_scale)
+                clip = contrastive_loss(F.normalize(model.proj(pooled), dim=-1), txt.to(device),
+                                        model.logit_scale.clamp(max=math.log(100)).exp())
                 loss = clip + ENTROPY_COEF * len(attributes) * entropy
                 for k in attributes:  # every head and glimpse learns every attribute on its own
                     y = labels[k].to(device)

@@ -16,24 +16,50 @@ term shared by all families can read them and join a family's loss with ``Loss.a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from t2i import T2IError
 from t2i.data.loader import to_float
 from t2i.families import get_family
-from t2i.families.common import Family, StepInputs
+from t2i.families.common import Family, StepInputs, shared_d_terms, shared_g_terms
 from t2i.params import TrainParams
+
+if TYPE_CHECKING:
+    from t2i.ground import Grounding
 
 Guard = Callable[[str, torch.Tensor], None]  # raises before a non-finite loss updates a model
 
 
-def pick_caption_embeddings(emb: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-    """(B, C, D) caption embeddings -> (B, D): the mean of ``k`` distinct random captions each."""
-    B, C, _ = emb.shape
-    idx = torch.rand(B, C, generator=g).argsort(dim=1)[:, :k]  # (B, k)
-    return emb[torch.arange(B)[:, None], idx].mean(dim=1)
+def pick_captions(B: int, C: int, k: int, g: torch.Generator) -> torch.Tensor:
+    """(B, k): the indices of ``k`` distinct random captions of each of B samples with C captions."""
+    return torch.rand(B, C, generator=g).argsort(dim=1)[:, :k]
+
+
+def hard_mismatched(fit: torch.Tensor, emb: torch.Tensor, fraction: float, g: torch.Generator,
+                    max_cos: float | None = None) -> torch.Tensor:
+    """For each item, the index of another item whose captions do not describe its image
+    (``fit`` (B, B), ``t2i.named.fits``): with probability ``fraction`` the one whose caption
+    embedding (``emb`` (B, D)) is the most similar to its own, else a random one. Where the
+    source cannot say what its captions name, ``max_cos`` also rules out captions this close to
+    its own (a paraphrase of a true description). An item that every other one fits falls back
+    to any other item."""
+    B = fit.size(0)
+    e = F.normalize(emb.float(), dim=-1)
+    sim = e @ e.t()  # (B, B)
+    ok = ~fit
+    if max_cos is not None:
+        ok &= sim < max_cos
+    ok &= ~torch.eye(B, dtype=torch.bool)
+    lonely = ok.sum(dim=1) == 0
+    ok[lonely] = ~torch.eye(B, dtype=torch.bool)[lonely] if B > 1 else True
+    hard = sim.masked_fill(~ok, float("-inf")).argmax(dim=1)  # (B,)
+    easy = torch.multinomial(ok.float(), 1, generator=g).squeeze(1)  # (B,)
+    take_hard = torch.rand(B, generator=g) < fraction
+    return torch.where(take_hard, hard, easy)
 
 
 def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -60,6 +86,7 @@ class Trainables:
     g_passes: nn.Module  # x -> {"fake": images, ...}
     d_passes: nn.Module  # x, fake -> D's scores and features of the real and fake pairs
     d_fakes: nn.Module  # x, g_out -> D's scores and features of the fakes in G's update (outside DDP: D is not updated there)
+    ground: Grounding | None = None  # the frozen grounding (t2i.ground), when the run uses its code or its matching loss
 
 
 def model_config(cfg: TrainParams, emb_dim: int, image_size: int):
@@ -67,10 +94,15 @@ def model_config(cfg: TrainParams, emb_dim: int, image_size: int):
     return get_family(cfg.arch).model_config(cfg, emb_dim, image_size)
 
 
-def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1) -> Trainables:
+def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
+               ground: Grounding | None = None) -> Trainables:
     """Fresh G and D of family ``cfg.arch`` (seeded by ``cfg.seed``), its optimisers (fused on
     CUDA), and the passes the step calls; with ``world`` > 1, wrapped in
-    DistributedDataParallel (with ``cfg.sync_bn``, BatchNorm statistics over all ranks' batches)."""
+    DistributedDataParallel (with ``cfg.sync_bn``, BatchNorm statistics over all ranks' batches).
+    ``ground``: the grounding that ``cfg.text: grounded`` and ``cfg.match_coef`` need (frozen)."""
+    if needs_grounding(cfg) and ground is None:
+        raise T2IError("train.text: grounded and train.match_coef need the grounding (data/grounding/<dataset>): "
+                       "run the ground stage first")
     family = get_family(cfg.arch)
     torch.manual_seed(cfg.seed)
     cuda = torch.device(device).type == "cuda"
@@ -94,7 +126,14 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1)
         g_passes, d_passes = (DDP(m, device_ids=ids, broadcast_buffers=False) for m in (g_passes, d_passes))
     if cfg.compile:
         g_passes, d_passes, d_fakes = (torch.compile(m) for m in (g_passes, d_passes, d_fakes))
-    return Trainables(family, G, D, opt_g, opt_d, g_passes, d_passes, d_fakes)
+    if ground is not None:
+        ground = ground.to(device).eval().requires_grad_(False)
+    return Trainables(family, G, D, opt_g, opt_d, g_passes, d_passes, d_fakes, ground if needs_grounding(cfg) else None)
+
+
+def needs_grounding(cfg: TrainParams) -> bool:
+    """Does a run with params ``cfg`` read the grounding (t2i/ground.py)?"""
+    return cfg.text == "grounded" or cfg.match_coef > 0
 
 
 def autocast(cfg: TrainParams, device: torch.device | str):
@@ -105,21 +144,42 @@ def autocast(cfg: TrainParams, device: torch.device | str):
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=pick_precision(cfg.precision, kind) == "bf16")
 
 
-def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str = "cpu") -> StepInputs:
+def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str = "cpu",
+                ground: Grounding | None = None) -> StepInputs:
     """A loader batch -> the inputs of one step, with every random draw taken from ``g`` (on the
     CPU, in a fixed order: the shared draws, then the family's). On CUDA the uint8 images go up
     as they are and become floats there, and the draws go up in one pinned, non-blocking copy
-    per dtype."""
-    B = batch["image"].size(0)
-    emb = pick_caption_embeddings(batch["emb"], cfg.captions_per_step, g)  # (B, D)
-    wrong = mismatched(batch["class_id"], g)  # (B,) index of another class's caption
+    per dtype. ``ground``: the run's grounding (``Trainables.ground``): its text code of the
+    picked captions is ``code``, and with ``cfg.text: grounded`` also what G and D see."""
+    B, C, _ = batch["emb"].shape
+    picks = pick_captions(B, C, cfg.captions_per_step, g)  # (B, k)
+    raw = batch["emb"][torch.arange(B)[:, None], picks]  # (B, k, D)
+    emb = raw.mean(dim=1)  # (B, D)
+    fit = None
+    if cfg.wrong == "hard" or cfg.match_coef > 0:  # which captions describe which image
+        from t2i.named import fits, knows_named
+
+        fit = fits(batch["meta"], picks, batch["captions"])
+    if cfg.wrong == "hard":
+        max_cos = None if knows_named(batch["meta"]) else cfg.hard_max_cos
+        wrong = hard_mismatched(fit, emb, cfg.hard_fraction, g, max_cos)  # (B,)
+    else:
+        wrong = mismatched(batch["class_id"], g)  # (B,) index of another class's caption
     z = torch.randn(B, cfg.z_dim, generator=g)
     draws = get_family(cfg.arch).draws(cfg, B, g)
+    code = None
+    if ground is not None:
+        raw, = upload([raw], device)
+        with torch.no_grad():
+            code = ground.text(raw).mean(dim=1)  # (B, dim)
+        if cfg.text == "grounded":
+            emb = code
     image, emb, wrong, z, *own = upload([batch["image"], emb, wrong, z, *draws.values()], device)
     real = to_float(image)  # (B, 3, H, W) in [-1, 1]
     if cfg.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
-    return StepInputs(real, emb, emb[wrong], z, dict(zip(draws, own)))
+    return StepInputs(real, emb, emb[wrong], z, dict(zip(draws, own)), code=code,
+                      fits=None if fit is None else fit.to(real.device))
 
 
 def upload(tensors: list[torch.Tensor], device: str) -> list[torch.Tensor]:
@@ -151,7 +211,7 @@ def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | N
     # (1) update D
     with autocast(cfg, x.real.device):
         d_out = t.d_passes(x, g_out["fake"].detach())  # D on the real and the fake pairs
-    loss_d = t.family.d_loss(cfg, x, d_out)
+    loss_d = shared_d_terms(cfg, x, d_out, t.family.d_loss(cfg, x, d_out))
     t.opt_d.zero_grad(set_to_none=True)
     loss_d.total.backward()
     if guard is not None:
@@ -162,7 +222,7 @@ def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | N
     t.D.requires_grad_(False)
     with autocast(cfg, x.real.device):
         d_fakes_out = t.d_fakes(x, g_out)  # the updated D on the fakes
-    loss_g = t.family.g_loss(cfg, x, g_out, d_out, d_fakes_out)
+    loss_g = shared_g_terms(cfg, x, g_out, t.family.g_loss(cfg, x, g_out, d_out, d_fakes_out), t.ground)
     t.opt_g.zero_grad(set_to_none=True)
     loss_g.total.backward()
     t.D.requires_grad_(True)

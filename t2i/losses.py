@@ -144,3 +144,21 @@ def ma_gp(d_out: torch.Tensor, img: torch.Tensor, emb: torch.Tensor, power: floa
     grads = torch.autograd.grad(d_out.sum(), (img, emb), create_graph=True, allow_unused=True)
     flat = [torch.zeros_like(x).flatten(1) if g is None else g.flatten(1) for g, x in zip(grads, (img, emb))]
     return torch.cat(flat, dim=1).norm(dim=1).pow(power).mean()
+
+
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float,
+                     fits: torch.Tensor | None = None, symmetric: bool = True) -> torch.Tensor:
+    """InfoNCE between matching rows of L2-normalised (B, D) ``a`` (images) and ``b`` (texts):
+    row i of ``a`` against every row of ``b``, the i-th the positive, logits ``scale * a @ b.T``
+    (CLIP's; DAMSM's sentence term, its scale 1 / temperature). ``fits`` (B, B) bool
+    (``t2i.named.fits``): pairs off the diagonal that describe each other just as well, left out
+    of the negatives. ``symmetric``: the mean with the same loss of ``b`` against ``a``."""
+    logits = scale * a.float() @ b.float().t()  # (B, B)
+    if fits is not None:
+        off = fits.to(logits.device) & ~torch.eye(len(a), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(off, float("-inf"))
+    target = torch.arange(len(a), device=a.device)
+    loss = F.cross_entropy(logits, target)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.t(), target)) / 2
+    return loss

@@ -131,6 +131,22 @@ class EmbedParams(Section):
     cache_size: int = Field(100_000, ge=0)  # captions kept across shards to encode repeats once
 
 
+class GroundParams(Section):
+    """The text code grounded in images (t2i/ground.py): a head on the sentence embedding and a
+    small image encoder, trained contrastively on the training split (data/grounding/<dataset>)."""
+
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(128, ge=2)  # more in-batch negatives than the GAN's 64
+    lr: float = Field(1e-3, gt=0)  # Adam
+    dim: int = Field(128, ge=2)  # the text code's size (what G and D see with train.text: grounded)
+    hidden: int = Field(512, ge=1)  # the text head's hidden width
+    width: int = Field(32, ge=1)  # the image encoder's base width
+    glimpses: int = Field(4, ge=1)  # attention maps over the image's 16x16 cells
+    seed: int = 1  # not the evaluator's 0: the trainer and the scorer share no weights
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: int = Field(2, ge=0)  # 0 = torch's default (all cores)
+
+
 class DFGANParams(Section):
     """DF-GAN's own hyper-parameters (``train.arch: df-gan``): Tao et al. 2022's values, except two
     that fit the default run's CPU budget: the widths (the paper's: ngf = ndf = 32) and D's residual
@@ -182,6 +198,12 @@ class TrainParams(Section):
     kl_coef: float = Field(1.0, ge=0)  # weight of CA's KL term to N(0, I) (used when ca)
     ms_coef: float = Field(1.0, ge=0)  # mode-seeking term (MSGAN): two noises per caption (0 = off)
     captions_per_step: int = Field(1, ge=1)  # mean of this many random captions per image
+    text: Literal["sentence", "grounded"] = "sentence"  # what G and D see: the sentence embedding, or its grounded code (t2i/ground.py)
+    match_coef: float = Field(0.0, ge=0)  # G's matching loss through the grounding's image encoder (0 = off)
+    match_temperature: float = Field(0.1, gt=0)  # of that loss's softmax over the batch's captions
+    wrong: Literal["class", "hard"] = "class"  # D's wrong captions: another class's, or hard ones that do not describe the image
+    hard_fraction: float = Field(0.5, ge=0, le=1)  # with wrong: hard, the share that is the most similar such caption
+    hard_max_cos: float = Field(0.9, gt=-1, le=1)  # with wrong: hard on free text: no wrong caption this close to the true one
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -229,7 +251,13 @@ class TrainParams(Section):
         # nproc_per_node is how the stage starts (the record's world_size says what it did);
         # sync_bn is recorded only when on, so files of runs without it stay byte-identical.
         off = ("sync_bn",) if not self.sync_bn else ()
+        # So are the levers added since (docs/experiments.md) when at their defaults.
+        off += tuple(k for k in LEVERS if getattr(self, k) == TrainParams.model_fields[k].default)
         return self.model_dump(exclude={"checkpoint_every", "nproc_per_node", *off, *unread})
+
+
+# TrainParams keys recorded with the weights only when set: runs without them keep the bytes they had.
+LEVERS = ("text", "match_coef", "match_temperature", "wrong", "hard_fraction", "hard_max_cos")
 
 
 class EvaluatorParams(Section):
@@ -266,6 +294,7 @@ class Params(Section):
     folder: FolderParams = FolderParams()
     shard: ShardParams = ShardParams()
     embed: EmbedParams = EmbedParams()
+    ground: GroundParams = GroundParams()
     train: TrainParams = TrainParams()
     evaluator: EvaluatorParams = EvaluatorParams()
     evaluate: EvaluateParams = EvaluateParams()

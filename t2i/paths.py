@@ -31,6 +31,18 @@ class Artifacts:
         return self._under("embeddings")
 
     @property
+    def grounding_dir(self) -> Path:  # ground: the text code grounded in images, and its report
+        return self._under("grounding")
+
+    @property
+    def grounding(self) -> Path:
+        return self.grounding_dir / "ground.pt"
+
+    @property
+    def grounding_metrics(self) -> Path:  # ground_check and the text cosines
+        return self.grounding_dir / "metrics.json"
+
+    @property
     def models(self) -> Path:  # train: the trained generator
         return self._under("models")
 

@@ -4,14 +4,18 @@ A source whose samples say which attributes each caption names (``meta["named"]`
 caption; synthetic flowers) gets, from the embed stage (which holds the text model), a
 ``probes.pt`` beside its embedded shards:
 
-- ``d_check`` (``discriminator_check``): per test image and attribute, a caption that names the attribute (a seeded pick)
+- ``d_check``: per test image and attribute, a caption that names the attribute (a seeded pick)
   and the same caption with that attribute's word changed to another value (``synth.alter``).
-  D checks the attribute when it scores the true caption above the changed one; ``d_check``
-  returns the share of images where it does, ties counting half (0.5: D does not look).
+  A scorer of image-caption pairs (D, or the grounding) checks the attribute when it scores
+  the true caption above the changed one; ``caption_check`` returns the share of images where
+  it does, ties counting half (0.5: it does not look).
 - ``g_check``: captions that name all four attributes, for colour pairs seen in training and for
   the test split's unseen ones; the evaluate stage reads G's images from them with the evaluator.
+- ``pairs``: two wordings of one test flower, and one wording with its colours swapped, for the
+  cosines of a text space (``t2i.ground.report``).
 
-The train stage logs ``d_check`` every epoch, the evaluate stage writes both to metrics.json.
+The train stage logs ``d_check`` every epoch, the evaluate stage writes it and ``g_check`` to
+metrics.json, the ground stage its own ``ground_check`` and the cosines.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 
 from t2i.data import synth
 from t2i.io import save_torch
+from t2i.named import knows_named
 
 FILE = "probes.pt"
 SEED = 0  # the probes are one fixed set: the same for every model and every evaluate.seed
@@ -45,11 +50,6 @@ def pick_naming(metas: list[dict], attrs: tuple[str, ...], gen: torch.Generator)
         if ok:
             out.append((i, ok[int(torch.randint(len(ok), (1,), generator=gen))]))
     return out
-
-
-def knows_named(metas: list[dict]) -> bool:
-    """Do these samples say which attributes each caption names (and carry those attributes)?"""
-    return bool(metas) and all("named" in m and "attributes" in m for m in metas)
 
 
 def _values(attr: str) -> list:
@@ -93,7 +93,31 @@ def probe_captions(test: list[tuple[str, list[str], dict]], train_metas: list[di
             attrs.append({"petal_colour": p, "centre_colour": c, "petal_count": int(rng.choice(synth.PETAL_COUNTS)),
                           "petal_shape": str(rng.choice(synth.PETAL_SHAPES))})
         g_check[name] = {"captions": [all_four_caption(a, rng) for a in attrs], "attributes": attrs}
-    return {"keys": [k for k, _, _ in test], "d_check": d_check, "g_check": g_check}
+    return {"keys": [k for k, _, _ in test], "d_check": d_check, "g_check": g_check,
+            "pairs": wording_pairs(test, np.random.default_rng(seed + 1))}
+
+
+def wording_pairs(test: list[tuple[str, list[str], dict]], rng: np.random.Generator,
+                  n: int = G_CHECK_CAPTIONS) -> dict:
+    """Caption pairs of up to ``n`` test flowers, for the cosines of a text space: ``wording``,
+    two captions of one flower in two templates that both name its petal and centre colours;
+    ``swapped``, the first of them and the same words with the two colours swapped."""
+    pairs = {"wording": {"a": [], "b": []}, "swapped": {"a": [], "b": []}}
+    for _, captions, meta in test:
+        both = {}  # template -> a caption of it naming both colours
+        for c, named in zip(captions, meta["named"]):
+            if {"petal_colour", "centre_colour"} <= set(named):
+                both.setdefault(synth.parse(c)[0], c)
+        if len(both) < 2:
+            continue
+        a, b = (both[t] for t in rng.choice(sorted(both), 2, replace=False))
+        t, words = synth.parse(a)
+        pairs["wording"]["a"].append(a), pairs["wording"]["b"].append(b)
+        pairs["swapped"]["a"].append(a)
+        pairs["swapped"]["b"].append(synth.fill(synth.TEMPLATES[t], {**words, "p": words["c"], "c": words["p"]}))
+        if len(pairs["wording"]["a"]) == n:
+            break
+    return pairs
 
 
 def with_embeddings(spec: dict, lookup: Callable[[list[str]], np.ndarray]) -> dict:
@@ -102,12 +126,14 @@ def with_embeddings(spec: dict, lookup: Callable[[list[str]], np.ndarray]) -> di
     def vectors(captions: list[str]) -> torch.Tensor:
         return torch.from_numpy(np.asarray(lookup(captions), np.float16))
 
-    out = {**spec, "d_check": {}, "g_check": {}}
+    out = {**spec, "d_check": {}, "g_check": {}, "pairs": {}}
     for attr, rows in spec["d_check"].items():
         out["d_check"][attr] = {**rows, "index": torch.tensor(rows["index"]),
                                 "true_emb": vectors(rows["true"]), "altered_emb": vectors(rows["altered"])}
     for name, rows in spec["g_check"].items():
         out["g_check"][name] = {**rows, "emb": vectors(rows["captions"])}
+    for name, rows in spec["pairs"].items():
+        out["pairs"][name] = {**rows, "a_emb": vectors(rows["a"]), "b_emb": vectors(rows["b"])}
     return out
 
 
@@ -122,11 +148,13 @@ def load_probes(folder: Path) -> dict | None:
 
 
 @torch.no_grad()
-def discriminator_check(D: torch.nn.Module, images: torch.Tensor, probes: dict, keys: list[str], batch_size: int = 64,
-            device: str = "cpu") -> dict[str, float]:
+def caption_check(D: torch.nn.Module, images: torch.Tensor, probes: dict, keys: list[str], batch_size: int = 64,
+                  device: str = "cpu") -> dict[str, float]:
     """Per attribute, the share of test images (float (N, 3, S, S) in [-1, 1], sample keys
-    ``keys``; probes of other keys are left out) for which D scores the true caption above the
-    one with that attribute changed; ties count half. D runs in eval mode (no batch statistics,
+    ``keys``; probes of other keys are left out) for which ``D(images, emb) -> (B,)`` (a
+    matching-aware discriminator, or any scorer of image-caption pairs such as
+    ``t2i.ground.Grounding``) scores the true caption above the one with that attribute changed;
+    ties count half. D runs in eval mode (no batch statistics,
     no random draws) and is left in the mode it was in."""
     where = {k: n for n, k in enumerate(keys)}
     at = torch.tensor([where.get(k, -1) for k in probes["keys"]])  # probe image -> row of images

@@ -135,6 +135,7 @@ def training_loop(
     sample_captions: list[str] | None = None,
     on_step: Callable[[int, torch.nn.Module, torch.nn.Module], None] | None = None,
     probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    ground=None,
     progress: bool = True,
 ) -> dict:
     """Train G and D on embedded shards; write ``generator.pt`` to ``out_dir``; return a summary.
@@ -142,8 +143,11 @@ def training_loop(
     ``cfg`` holds every training param (defaults and ranges in t2i/params.py). ``sample_emb``
     (N, D) with ``sample_captions`` gives the fixed captions of the per-epoch sample grids (with
     fixed noise). ``on_step(step, G, D)`` is called after every step (and after its checkpoint).
-    ``probe(D) -> {attribute: share}`` (``t2i.probes.discriminator_check`` on the test images) is logged as
+    ``probe(D) -> {attribute: share}`` (``t2i.probes.caption_check`` on the test images) is logged as
     ``d_check/<attribute>`` after every epoch, by rank 0; it must draw no random numbers.
+    ``ground`` (``t2i.ground.Grounding``): the frozen grounding that ``cfg.text: grounded`` and
+    ``cfg.match_coef`` read; with ``text: grounded`` its text head is saved with G and D, and
+    the grids and ``probe`` see them behind it (called with sentence embeddings).
 
     Under torchrun G and D train in DistributedDataParallel: each rank reads its own shards (or,
     with too few shards, its own slice of the samples) for the same number of steps per epoch,
@@ -162,14 +166,23 @@ def training_loop(
     steps = data.num_samples // world // cfg.batch_size if data.num_samples else None  # per epoch, on every rank
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    from t2i.gan import needs_grounding
+
+    ground = ground if needs_grounding(cfg) else None
+    coded = ground is not None and cfg.text == "grounded"
     try:
-        model_cfg = model_config(cfg, data.emb_dim, data.image_size)
+        model_cfg = model_config(cfg, ground.config["dim"] if coded else data.emb_dim, data.image_size)
     except ValueError as e:
         raise T2IError(f"cannot train on these shards: {e}") from None
     # The config stored with the weights: the data it was trained on and every training param.
     config = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
               "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
               **cfg.recorded(), "model": asdict(model_cfg), "world_size": world}
+    if ground is not None:  # a run resumes only on the grounding it started with
+        from t2i.ground import fingerprint, text_head_blob
+
+        config["grounding"] = fingerprint(ground)
+    head = text_head_blob(ground) if coded else None  # saved with G (and D): generator.pt turns captions into images alone
     ckpt_path = Path(checkpoint_dir or out_dir) / CHECKPOINT
     saved = load_state(ckpt_path, device)
     was = saved["config"].get("precision") if saved is not None else None
@@ -178,7 +191,15 @@ def training_loop(
         if not resume_blockers(saved, kept):
             config, cfg = kept, cfg.model_copy(update={"precision": was})
 
-    t = trainables(cfg, model_cfg, device, world)
+    t = trainables(cfg, model_cfg, device, world, ground)
+
+    def seen_by_text(net: torch.nn.Module) -> torch.nn.Module:
+        """G or D as a caption's sentence embedding reaches it."""
+        if not coded:
+            return net
+        from t2i.ground import Coded
+
+        return Coded(net, t.ground.text)
     G, D = t.G, t.D
     g = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # every random draw of the loop
     fixed_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
@@ -201,6 +222,7 @@ def training_loop(
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             save_torch({"config": config, "G": G.state_dict(), "D": D.state_dict(),
                         "opt_g": t.opt_g.state_dict(), "opt_d": t.opt_d.state_dict(), "rng": rngs[0],
+                        **({"text_head": head} if head else {}),
                         **({"rng_ranks": rngs} if world > 1 else {}),
                         "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}, ckpt_path)
 
@@ -228,7 +250,7 @@ def training_loop(
                 for i, batch in enumerate(loader.epoch(epoch)):
                     if i < step_in_epoch:
                         continue  # resuming mid-epoch: replay the same order, skip what was done
-                    x = step_inputs(batch, cfg, g, device)
+                    x = step_inputs(batch, cfg, g, device, t.ground)
                     out = gan_step(t, x, cfg, guard=guard)
                     step, step_in_epoch, seen = step + 1, i + 1, seen + x.real.size(0)
                     log.stepped()
@@ -243,9 +265,9 @@ def training_loop(
                     if on_step is not None:
                         on_step(step, G, D)
                 epoch, step_in_epoch = epoch + 1, 0
-                log.grid(epoch, G, fixed_z, sample_emb, sample_captions, device)
+                log.grid(epoch, seen_by_text(G), fixed_z, sample_emb, sample_captions, device)
                 if probe is not None and rank == 0:
-                    log.metrics(step, probe(D), prefix="d_check/")
+                    log.metrics(step, probe(seen_by_text(D)), prefix="d_check/")
                 G.train()
     except KeyboardInterrupt:
         if rank == 0:
@@ -258,7 +280,7 @@ def training_loop(
         checkpoint()
     if rank == 0:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        save_generator(Path(out_dir) / GENERATOR, G.cpu(), config)
+        save_generator(Path(out_dir) / GENERATOR, G.cpu(), config, head)
     log.end()
     return {"steps": step, "epochs": epoch, "resumed": resumed, **{k: v.item() for k, v in out.items()}}
 

@@ -18,9 +18,9 @@ from t2i.evaluator import (
     load_evaluator,
     recolour,
     restart_stuck_glimpses,
-    shift_turn_flip,
     train_evaluator,
 )
+from t2i.augment import shift_turn_flip
 
 DIM = 16
 

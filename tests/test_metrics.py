@@ -412,7 +412,8 @@ def test_r_precision_draws_only_mismatches_that_contradict_the_caption() -> None
 
 
 def slot_encoder(texts):
-    """One-hot slots of what a synthetic caption names: petal colour, centre colour, count, shape."""
+    """One-hot slots of what a synthetic caption names: petal colour, centre colour, count, shape
+    (zeros for a caption no template wrote, such as a probe with its colours swapped)."""
     from t2i import probes
     from t2i.data import synth
 
@@ -420,7 +421,10 @@ def slot_encoder(texts):
              "n": [*synth.NUMBER_WORDS.values()], "s": [w for ws in synth.SHAPE_WORDS.values() for w in ws]}
     out = torch.zeros(len(texts), sum(len(v) for v in vocab.values()))
     for i, t in enumerate(texts):
-        words, offset = synth.parse(t, synth.TEMPLATES + probes.ALL_FOUR)[1], 0
+        try:
+            words, offset = synth.parse(t, synth.TEMPLATES + probes.ALL_FOUR)[1], 0
+        except ValueError:
+            continue
         for k, v in vocab.items():
             w = words.get(k)
             if w is not None:
@@ -450,10 +454,10 @@ def test_d_check_is_one_on_the_checked_attribute_and_a_half_on_the_others() -> N
     colour = torch.tensor([list(synth.PETAL_COLOURS).index(m["attributes"]["petal_colour"]) for _, _, m in test])
     images = (colour.float() / 10 - 1)[:, None, None, None].expand(-1, 3, 4, 4)
     keys = [k for k, _, _ in test]
-    shares = probes.discriminator_check(PetalColourD(), images, found, keys, batch_size=5)
+    shares = probes.caption_check(PetalColourD(), images, found, keys, batch_size=5)
     assert shares == {"petal_colour": 1.0, "centre_colour": 0.5, "petal_count": 0.5, "petal_shape": 0.5}
     assert all(len(found["d_check"][a]["index"]) == len(test) for a in shares)  # every test image has a naming caption
-    half = probes.discriminator_check(PetalColourD(), images[: len(test) // 2], found, keys[: len(test) // 2])
+    half = probes.caption_check(PetalColourD(), images[: len(test) // 2], found, keys[: len(test) // 2])
     assert half["petal_colour"] == 1.0  # probes of images not given are left out
 
 

@@ -22,6 +22,7 @@ def test_every_stage_output_is_named_by_the_paths_module():
     at = Artifacts(Path("data"), "${dataset}")
     expected = {
         "download": {at.raw}, "shard": {at.shards}, "embed": {at.embeddings},
+        "ground": {at.grounding, at.grounding_metrics},
         "train": {at.models, at.train_logs, at.checkpoints}, "evaluator": {at.evaluator_dir},
         "evaluate": {at.eval / "grid.png", at.eval / "interpolation.png", at.metrics},
     }

@@ -23,7 +23,7 @@ def test_d_check_is_logged_every_epoch_and_leaves_the_weights_as_they_were(make_
 
     def probe(D):
         calls.append(D.training)
-        return probes.discriminator_check(D, images, found, keys)
+        return probes.caption_check(D, images, found, keys)
 
     cfg = load_params(None, TINY).train
     spec = DataSpec(emb_dim=16, image_size=32, text_model="fake", num_samples=35)

@@ -10,7 +10,7 @@ import torch
 
 from t2i import T2IError
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_generator, resume_blockers
-from t2i.gan import mismatched, pick_caption_embeddings
+from t2i.gan import mismatched, pick_captions
 from t2i.params import TrainParams
 from t2i.train import DataSpec, training_loop
 
@@ -228,12 +228,12 @@ def test_mismatched_picks_another_class():
     assert (one_class != torch.arange(4)).all()
 
 
-def test_caption_mean_uses_distinct_captions():
-    emb = torch.arange(10.0)[None, :, None].repeat(3, 1, 2)  # caption c has value c
+def test_caption_picks_are_distinct():
     g = torch.Generator().manual_seed(0)
-    assert torch.allclose(pick_caption_embeddings(emb, 10, g), torch.full((3, 2), 4.5))
-    one = pick_caption_embeddings(emb, 1, g)
-    assert ((one >= 0) & (one <= 9) & (one == one.round())).all()
+    every = pick_captions(3, 10, 10, g)
+    assert (every.sort(dim=1).values == torch.arange(10)).all()
+    one = pick_captions(3, 10, 1, g)
+    assert one.shape == (3, 1) and ((one >= 0) & (one <= 9)).all()
 
 
 def test_load_generator_errors(tmp_path):

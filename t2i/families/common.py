@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from t2i.losses import contrastive_loss
 from t2i.params import IMAGE_SIZES, TrainParams
 
 
@@ -45,6 +46,8 @@ class StepInputs:
     wrong: torch.Tensor  # (B, D) caption embeddings of images of other classes
     z: torch.Tensor  # (B, z_dim) noise
     draws: dict[str, torch.Tensor]  # the family's own draws (``Family.draws``), by name
+    code: torch.Tensor | None = None  # (B, dim) the grounded text code of the captions, when the run has a grounding
+    fits: torch.Tensor | None = None  # (B, B) bool: item j's captions describe item i's image (t2i.named.fits)
 
 
 @dataclass
@@ -59,6 +62,24 @@ class Loss:
         """total + weight * term: terms are summed in the order they are added."""
         self.total = self.total + weight * term
         self.parts[name] = term
+
+
+def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss) -> Loss:
+    """The terms every family's D loss may add to its own (none yet: the place for them)."""
+    return loss
+
+
+def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, loss: Loss, ground: nn.Module | None) -> Loss:
+    """The terms every family's G loss may add to its own:
+
+    - ``match`` (``cfg.match_coef``; AttnGAN's DAMSM sentence term): the frozen grounding's image
+      encoder codes each fake, which is scored against its own caption's grounded code, the
+      batch's other captions as negatives (but those that describe it just as well), at
+      temperature ``cfg.match_temperature``."""
+    if cfg.match_coef > 0:
+        img = ground.image(g_out["fake"])  # (B, dim); the encoder is frozen, the gradient reaches G
+        loss.add("match", cfg.match_coef, contrastive_loss(img, x.code, 1 / cfg.match_temperature, x.fits))
+    return loss
 
 
 class Family(ABC):

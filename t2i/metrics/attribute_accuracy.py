@@ -22,7 +22,8 @@ import torch
 
 from t2i.evaluator import attribute_labels
 from t2i.metrics import EvalContext, MetricSkipped, register
-from t2i.probes import knows_named, pick_naming
+from t2i.named import knows_named
+from t2i.probes import pick_naming
 
 
 @register("attribute_accuracy")

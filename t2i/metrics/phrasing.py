@@ -23,7 +23,8 @@ import torch
 from t2i.data.synth import NUMBER_WORDS
 from t2i.evaluator import attribute_labels
 from t2i.metrics import EvalContext, MetricSkipped, register
-from t2i.probes import knows_named, pick_naming
+from t2i.named import knows_named
+from t2i.probes import pick_naming
 
 MAX_IMAGES = 256
 ATTRIBUTES = ("petal_colour", "centre_colour")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from t2i.metrics import EvalContext, MetricSkipped, register
-from t2i.probes import knows_named
+from t2i.named import knows_named
 
 MISMATCHED = 99
 

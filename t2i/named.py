@@ -1,0 +1,47 @@
+"""Which captions describe which images: what a contrastive loss may not count as a negative and
+what a matching-aware D may not be shown as a wrong caption.
+
+A source whose samples say which attributes each caption names (``meta["named"]``, one list per
+caption, beside ``meta["attributes"]``; synthetic flowers) is judged by meaning: a caption fits
+an image when every attribute it names has the image's value. "A red flower" fits every red
+flower, whatever its centre, and "a red flower with a black centre" does not fit a red flower
+with a yellow one, although both are of the same petal colour. A source without that knowledge
+(free-text CUB or Oxford captions, folders, Hugging Face) is judged by class: a caption fits the
+images of its own class (``meta["class_id"]``, when there is one) and any image that has a
+caption of the very same words.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def knows_named(metas: list[dict]) -> bool:
+    """Do these samples say which attributes each caption names (and carry those attributes)?"""
+    return bool(metas) and all("named" in m and "attributes" in m for m in metas)
+
+
+def fits(metas: list[dict], picks: torch.Tensor, captions: list[list[str]]) -> torch.Tensor:
+    """(B, B) bool: ``[i, j]`` is True when sample j's picked captions describe sample i's image.
+
+    ``picks``: (B, k) the indices of the captions picked for each sample (their mean is its text
+    code); sample j's caption set names what any of them names. ``captions``: each sample's
+    captions. The diagonal is True."""
+    B = len(metas)
+    picks = picks.reshape(B, -1)
+    if knows_named(metas):
+        attrs = sorted({a for m in metas for a in m["attributes"]})
+        value = [[str(m["attributes"].get(a)) for a in attrs] for m in metas]
+        codes = {v: n for n, v in enumerate(sorted({v for row in value for v in row}))}
+        val = torch.tensor([[codes[v] for v in row] for row in value])  # (B, A)
+        said = torch.tensor([[any(a in m["named"][c] for c in p.tolist()) for a in attrs]
+                             for m, p in zip(metas, picks)])  # (B, A): what j's captions name
+        same = val[:, None, :] == val[None, :, :]  # (B_i, B_j, A)
+        out = (same | ~said[None, :, :]).all(dim=-1)
+    else:
+        cls = torch.tensor([int(m.get("class_id", -1)) for m in metas])
+        out = (cls[:, None] == cls[None, :]) & (cls[:, None] >= 0)
+        own = [set(caps) for caps in captions]
+        said = [[captions[j][c] for c in p.tolist()] for j, p in enumerate(picks)]
+        out |= torch.tensor([[any(t in own[i] for t in said[j]) for j in range(B)] for i in range(B)])
+    return out | torch.eye(B, dtype=torch.bool)

@@ -1,0 +1,214 @@
+"""The grounded text code (t2i/ground.py), which captions fit which images (t2i/named.py), hard
+wrong captions and G's matching loss (t2i/gan.py, t2i/families/common.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from t2i.checkpoint import CHECKPOINT, GENERATOR, load_discriminator, load_generator
+from t2i.data import synth
+from t2i.data.loader import batches
+from t2i.gan import gan_step, hard_mismatched, model_config, step_inputs, trainables
+from t2i.ground import Grounding, load_grounding, train_grounding
+from t2i.losses import contrastive_loss
+from t2i.named import fits
+from t2i.params import GroundParams, TrainParams
+from t2i.train import DataSpec, training_loop
+
+TINY = dict(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2, shuffle_buffer=16, threads=1)
+DATA = DataSpec(emb_dim=16, image_size=32, text_model="bag-of-words")
+TINY_GROUND = GroundParams(epochs=2, batch_size=8, dim=8, hidden=16, width=8, glimpses=2, threads=1)
+LEVERS = dict(text="grounded", match_coef=0.5, wrong="hard")
+
+
+def flower(petal, centre, count=5, shape="round", named=(("petal_colour", "centre_colour"),)):
+    return {"attributes": {"petal_colour": petal, "centre_colour": centre, "petal_count": count,
+                           "petal_shape": shape}, "named": [list(n) for n in named], "class_id": 0}
+
+
+@pytest.fixture(scope="module")
+def grounding(train_urls, tmp_path_factory) -> Grounding:
+    out = tmp_path_factory.mktemp("ground")
+    train_grounding(train_urls, out, TINY_GROUND, progress=False)
+    return load_grounding(out / "ground.pt")
+
+
+def test_a_caption_fits_the_images_whose_attributes_it_names():
+    metas = [flower("red", "yellow"), flower("red", "black"), flower("red", "black", named=[("petal_colour",)]),
+             flower("blue", "yellow", named=[("centre_colour",)])]
+    f = fits(metas, torch.zeros(4, 1, dtype=torch.long), [["c"]] * 4)
+    # Column j: does sample j's caption describe row i's image?
+    assert f.tolist() == [[True, False, True, True],   # red/yellow: "red" fits, "yellow centre" fits
+                          [False, True, True, False],  # red/black
+                          [False, True, True, False],
+                          [False, False, False, True]]  # blue/yellow: no "red ..." caption fits it
+
+
+def test_without_named_attributes_a_caption_fits_its_class_and_its_own_words():
+    metas = [{"class_id": 0}, {"class_id": 0}, {"class_id": 1}, {"class_id": -1}]
+    caps = [["a bird"], ["a red bird"], ["a red bird"], ["a blue bird"]]
+    f = fits(metas, torch.zeros(4, 1, dtype=torch.long), caps)
+    assert f.tolist() == [[True, True, False, False],
+                          [True, True, True, False],  # sample 2's words are one of sample 1's captions
+                          [False, True, True, False],
+                          [False, False, False, True]]
+
+
+def test_a_guarded_hard_wrong_caption_never_describes_the_image():
+    """A batch whose items differ only in centre colour still yields wrong captions (those naming
+    the centre), and none of them describes the image it is shown with."""
+    g = torch.Generator().manual_seed(0)
+    centres = list(synth.CENTRE_COLOURS)
+    metas = [flower("red", centres[i % 5], named=[("petal_colour",), ("petal_colour", "centre_colour")])
+             for i in range(10)]
+    emb = torch.randn(10, 16, generator=g)
+    for _ in range(20):
+        picks = torch.randint(0, 2, (10, 1), generator=g)
+        f = fits(metas, picks, [["a", "b"]] * 10)
+        for fraction in (0.0, 0.5, 1.0):
+            wrong = hard_mismatched(f, emb, fraction, g)
+            has = (~f).any(dim=1)  # items some other item's caption contradicts
+            assert has.any() and not f[torch.arange(10), wrong][has].any()
+    hardest = hard_mismatched(torch.eye(3, dtype=torch.bool), torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1]]), 1.0, g)
+    assert hardest.tolist() == [1, 0, 1]  # the most similar other caption
+
+
+def test_the_cosine_guard_keeps_paraphrases_out_on_free_text():
+    g = torch.Generator().manual_seed(0)
+    emb = torch.tensor([[1.0, 0.0], [0.99, 0.01], [0.0, 1.0]])
+    no_fit = torch.eye(3, dtype=torch.bool)
+    assert hard_mismatched(no_fit, emb, 1.0, g)[0] == 1  # unguarded: the near-copy
+    assert hard_mismatched(no_fit, emb, 1.0, g, max_cos=0.9)[0] == 2
+
+
+def test_the_contrastive_term_is_lower_for_aligned_pairs_and_skips_fitting_negatives():
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(8, 4, generator=g), dim=-1)
+    b = F.normalize(a + 0.1 * torch.randn(8, 4, generator=g), dim=-1)
+    assert contrastive_loss(a, b, 10.0) < contrastive_loss(a, b[torch.randperm(8, generator=g)], 10.0)
+    same = F.normalize(torch.ones(2, 4), dim=-1)  # two identical pairs: each other's negative ...
+    assert contrastive_loss(same, same, 10.0) > 0.69
+    both = torch.ones(2, 2, dtype=torch.bool)  # ... unless they describe each other
+    assert contrastive_loss(same, same, 10.0, both) == 0
+
+
+def test_the_grounding_puts_two_wordings_of_a_flower_closer_than_one_wording_of_two(make_embedded, tmp_path):
+    from t2i.probes import load_probes
+
+    emb = make_embedded(tmp_path / "d", 120, samples_per_shard=40, test_fraction=0.2)
+    urls = sorted(str(p) for p in emb.glob("train-*.tar"))
+    cfg = GroundParams(epochs=50, lr=3e-3, batch_size=16, dim=16, hidden=64, width=8, glimpses=2, threads=1)
+    summary = train_grounding(urls, tmp_path / "g", cfg, progress=False)
+    model = load_grounding(tmp_path / "g" / "ground.pt")
+    pairs = load_probes(emb)["pairs"]["wording"]
+    a = [(c, synth.parse(c)) for c in pairs["a"]]
+    # One template, two flowers of other colours: the same words but the colours.
+    others = [(i, j) for i, (_, (ti, wi)) in enumerate(a) for j, (_, (tj, wj)) in enumerate(a)
+              if i < j and ti == tj and wi["p"] != wj["p"] and wi["c"] != wj["c"]]
+    assert len(others) >= 5 and summary["loss"][-1] < summary["loss"][0]
+    i, j = torch.tensor(others).T
+
+    def gap(a, b):  # cosine of two wordings of one flower minus that of one wording of two flowers
+        return F.cosine_similarity(a, b).mean() - F.cosine_similarity(a[i], a[j]).mean()
+
+    sentence = gap(pairs["a_emb"].float(), pairs["b_emb"].float())  # bag of words: colour words weigh in already
+    code = gap(model.text(pairs["a_emb"].float()), model.text(pairs["b_emb"].float()))
+    assert code > 0.1 and code > sentence + 0.1, (code, sentence)
+
+
+def test_the_stage_reports_checks_and_cosines(make_embedded, tmp_path):
+    import json
+
+    from t2i.data.loader import embedded_urls, to_float
+    from t2i.probes import load_probes
+
+    emb = make_embedded(tmp_path / "d", 40, samples_per_shard=12)
+    test = list(batches(embedded_urls(emb, "test"), 64, drop_last=False))
+    images = to_float(torch.cat([b["image"] for b in test]))
+    train_grounding(embedded_urls(emb, "train"), tmp_path / "g", TINY_GROUND, progress=False,
+                    test=(images, [k for b in test for k in b["key"]]), probes=load_probes(emb))
+    m = json.loads((tmp_path / "g" / "metrics.json").read_text())
+    assert {f"ground_check/{a}" for a in synth.ATTRIBUTES} <= m.keys()
+    assert all(0 <= m[f"ground_check/{a}"] <= 1 for a in synth.ATTRIBUTES)
+    for name in ("wording", "swapped", *synth.ATTRIBUTES):
+        assert -1 <= m[f"cos/code/{name}"] <= 1 and -1 <= m[f"cos/sentence/{name}"] <= 1
+
+
+def test_the_matching_term_is_lower_for_aligned_pairs_and_reaches_g_only(train_urls, grounding):
+    from t2i.families.common import Loss, shared_g_terms
+
+    cfg = TrainParams(**TINY, match_coef=1.0)
+    batch = next(batches(train_urls, 8))
+    t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size), ground=grounding)
+    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), ground=t.ground)
+    fake = t.G(x.z, x.emb)
+    loss = shared_g_terms(cfg, x, {"fake": fake}, Loss(fake.new_zeros(())), t.ground)
+    loss.total.backward()
+    assert "match" in loss.parts and all(p.grad is not None for p in t.G.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in grounding.parameters())
+    real = grounding.image(x.real)  # real images against their captions, aligned and shuffled
+    shuffled = torch.roll(torch.arange(8), 1)
+    assert contrastive_loss(real, x.code, 10.0, x.fits) < contrastive_loss(real, x.code[shuffled], 10.0)
+
+
+def test_levers_off_draw_and_record_as_before(train_urls):
+    """With the new levers at their defaults a step's inputs and the stored record are what they
+    were (the default run's files stay byte-identical), whatever a grounding is given."""
+    cfg = TrainParams(**TINY)
+    assert not set(LEVERS) & set(cfg.recorded()) and set(LEVERS) <= set(TrainParams(**TINY, **LEVERS).recorded())
+    batch = next(batches(train_urls, 8))
+    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    idx = torch.rand(8, batch["emb"].shape[1], generator=g).argsort(dim=1)[:, :1]  # the draws of before
+    emb = batch["emb"][torch.arange(8)[:, None], idx].mean(dim=1)
+    assert torch.equal(x.emb, emb) and x.code is None and x.fits is None
+
+
+def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, tmp_path):
+    """A generator trained on the grounded code carries its text head: loaded alone, it turns a
+    sentence embedding into the same image as the trained G behind the grounding's head."""
+    seen = {}
+    training_loop(train_urls, tmp_path, TrainParams(**TINY, **LEVERS), data=DATA, progress=False, ground=grounding,
+                  on_step=lambda step, G, D: seen.update(G=G, D=D))
+    G, config = load_generator(tmp_path / GENERATOR)
+    z, emb = torch.randn(4, 8), torch.randn(4, 16)
+    seen["G"].eval()
+    with torch.no_grad():
+        assert torch.equal(G(z, emb), seen["G"](z, grounding.text(emb)))
+    assert config["grounding"] and config["text"] == "grounded" and config["model"]["emb_dim"] == 8
+    D = load_discriminator(tmp_path / CHECKPOINT)
+    with torch.no_grad():
+        img = torch.rand(4, 3, 32, 32) * 2 - 1
+        assert torch.equal(D(img, emb), seen["D"].eval()(img, grounding.text(emb)))
+
+
+def test_resume_with_every_new_term_equals_uninterrupted(train_urls, grounding, tmp_path):
+    from tests.test_train import same, weights
+
+    def run(out, on_step=None):
+        return training_loop(train_urls, out, TrainParams(**TINY, **LEVERS, checkpoint_every=2), data=DATA,
+                             progress=False, ground=grounding, on_step=on_step)
+
+    run(tmp_path / "full")
+
+    def crash(step, G, D):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", crash)
+    assert run(tmp_path / "cut")["resumed"]
+    assert (tmp_path / "full" / GENERATOR).read_bytes() == (tmp_path / "cut" / GENERATOR).read_bytes()
+    full, cut = (torch.load(p / CHECKPOINT, weights_only=False) for p in (tmp_path / "full", tmp_path / "cut"))
+    assert same(full["D"], cut["D"]) and same(weights(tmp_path / "full" / GENERATOR), weights(tmp_path / "cut" / GENERATOR))
+
+
+def test_a_run_needing_the_grounding_says_so_without_it(train_urls, tmp_path):
+    from t2i import T2IError
+
+    with pytest.raises(T2IError, match="run the ground stage first"):
+        training_loop(train_urls, tmp_path, TrainParams(**TINY, match_coef=1.0), data=DATA, progress=False)
+    with pytest.raises(T2IError, match="missing grounding"):
+        load_grounding(tmp_path / "nope.pt")
