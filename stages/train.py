@@ -37,11 +37,17 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
         from t2i.ground import load_grounding
 
         ground = load_grounding(at.grounding)
+    attributes = None
+    if p.train.ac_coef > 0:  # AC-GAN's labels: every attribute value of the training samples
+        from t2i.named import discover_attributes
+
+        attributes = discover_attributes([m for b in batches(urls, 256, drop_last=False) for m in b["meta"]])
     with Timer() as t:
         summary = training_loop(
             urls, at.models, p.train,
             data=DataSpec(emb_dim=manifest["emb_dim"], image_size=manifest["image_size"],
-                          text_model=manifest["text_model"], num_samples=manifest["splits"]["train"]["count"]),
+                          text_model=manifest["text_model"], num_samples=manifest["splits"]["train"]["count"],
+                          attributes=attributes),
             checkpoint_dir=at.checkpoints, live_dir=at.train_logs,
             sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]], probe=probe,
             ground=ground,

@@ -76,6 +76,10 @@ def load_discriminator(path: Path, device: str = "cpu") -> torch.nn.Module | Non
         config = saved["config"]
         family = get_family(arch_of(config))
         D = family.discriminator(family.Config(**config["model"]))
+        if config.get("ac_coef"):  # AC-GAN's heads are part of D
+            from t2i.families.common import AttributeHeads
+
+            AttributeHeads.attach(D, config["attributes"], config["model"]["image_size"])
         D.load_state_dict(saved["D"])
         D = _coded(D.to(device), saved, device)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:

@@ -26,10 +26,10 @@ from t2i import T2IError
 from t2i.data.loader import batches, to_float
 from t2i.augment import shift_turn_flip
 from t2i.io import save_torch
+from t2i.named import attribute_labels, discover_attributes
 from t2i.losses import contrastive_loss
 from t2i.params import IMAGE_SIZES, EvaluatorParams
 
-CLASS_HEAD = "class"  # the single head of a dataset without attributes
 PATH_TOLERANCE = 0.02  # keep the local head if its train accuracy is at most this much lower
 GLIMPSES = 3  # attention maps per local head, each with its own scores; the best one is kept
 ENTROPY_COEF = 0.05  # weight of the attention maps' entropy in the loss: look at one part
@@ -150,37 +150,6 @@ class Evaluator(nn.Module):
 
 
 # --------------------------------------------------------------------------- labels
-
-
-def _value_key(v: str) -> tuple:
-    """Sort numbers numerically ("3" < "10"), then words alphabetically."""
-    return (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v)
-
-
-def attribute_values(meta: dict) -> dict[str, str]:
-    """{attribute: value as a string} of one sample; the class id when it has no attributes."""
-    if "attributes" in meta:  # an image may lack some or all of its dataset's attributes (CUB)
-        return {k: str(v) for k, v in meta["attributes"].items()}
-    return {CLASS_HEAD: str(meta.get("class_id", -1))}
-
-
-def discover_attributes(metas: list[dict]) -> dict[str, list[str]]:
-    """The vocabulary of every attribute seen in ``metas``, each sorted."""
-    seen: dict[str, set[str]] = {}
-    for m in metas:
-        for k, v in attribute_values(m).items():
-            seen.setdefault(k, set()).add(v)
-    if CLASS_HEAD in seen:
-        seen[CLASS_HEAD].discard("-1")  # samples without a class id teach nothing
-    return {k: sorted(v, key=_value_key) for k, v in sorted(seen.items()) if v}
-
-
-def attribute_labels(metas: list[dict], attributes: dict[str, list[str]]) -> dict[str, torch.Tensor]:
-    """{attribute: (N,) vocab index}; -1 where a sample lacks the attribute or has an unseen value."""
-    index = {k: {v: i for i, v in enumerate(vocab)} for k, vocab in attributes.items()}
-    values = [attribute_values(m) for m in metas]
-    return {k: torch.tensor([index[k].get(vals.get(k, ""), -1) for vals in values], dtype=torch.long)
-            for k in attributes}
 
 
 # --------------------------------------------------------------------------- training

@@ -25,7 +25,7 @@ from torch import nn
 from t2i import T2IError
 from t2i.data.loader import to_float
 from t2i.families import get_family
-from t2i.families.common import Family, StepInputs, shared_d_terms, shared_g_terms
+from t2i.families.common import AttributeHeads, Family, StepInputs, shared_d_terms, shared_g_terms
 from t2i.params import TrainParams
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class Trainables:
     d_passes: nn.Module  # x, fake -> D's scores and features of the real and fake pairs
     d_fakes: nn.Module  # x, g_out -> D's scores and features of the fakes in G's update (outside DDP: D is not updated there)
     ground: Grounding | None = None  # the frozen grounding (t2i.ground), when the run uses its code or its matching loss
+    heads: AttributeHeads | None = None  # AC-GAN's attribute heads on D (``D.attribute_heads``), with train.ac_coef
 
 
 def model_config(cfg: TrainParams, emb_dim: int, image_size: int):
@@ -95,14 +96,17 @@ def model_config(cfg: TrainParams, emb_dim: int, image_size: int):
 
 
 def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
-               ground: Grounding | None = None) -> Trainables:
+               ground: Grounding | None = None, attributes: dict[str, list[str]] | None = None) -> Trainables:
     """Fresh G and D of family ``cfg.arch`` (seeded by ``cfg.seed``), its optimisers (fused on
     CUDA), and the passes the step calls; with ``world`` > 1, wrapped in
     DistributedDataParallel (with ``cfg.sync_bn``, BatchNorm statistics over all ranks' batches).
-    ``ground``: the grounding that ``cfg.text: grounded`` and ``cfg.match_coef`` need (frozen)."""
+    ``ground``: the grounding that ``cfg.text: grounded`` and ``cfg.match_coef`` need (frozen);
+    ``attributes``: {attribute: values}, the labels of AC-GAN's heads (``cfg.ac_coef``)."""
     if needs_grounding(cfg) and ground is None:
         raise T2IError("train.text: grounded and train.match_coef need the grounding (data/grounding/<dataset>): "
                        "run the ground stage first")
+    if cfg.ac_coef > 0 and not attributes:
+        raise T2IError("train.ac_coef: this dataset's samples have no attribute labels to classify")
     family = get_family(cfg.arch)
     torch.manual_seed(cfg.seed)
     cuda = torch.device(device).type == "cuda"
@@ -111,6 +115,7 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
     G, D = (m.to(device) for m in family.models(cfg, model_cfg))
     if cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    heads = AttributeHeads.attach(D, attributes, model_cfg.image_size) if cfg.ac_coef > 0 else None
     if world > 1 and cfg.sync_bn:  # BatchNorm over the global batch; before the optimisers take the parameters
         from t2i.distributed import sync_batchnorm
 
@@ -128,7 +133,8 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
         g_passes, d_passes, d_fakes = (torch.compile(m) for m in (g_passes, d_passes, d_fakes))
     if ground is not None:
         ground = ground.to(device).eval().requires_grad_(False)
-    return Trainables(family, G, D, opt_g, opt_d, g_passes, d_passes, d_fakes, ground if needs_grounding(cfg) else None)
+    return Trainables(family, G, D, opt_g, opt_d, g_passes, d_passes, d_fakes,
+                      ground if needs_grounding(cfg) else None, heads)
 
 
 def needs_grounding(cfg: TrainParams) -> bool:
@@ -145,12 +151,14 @@ def autocast(cfg: TrainParams, device: torch.device | str):
 
 
 def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str = "cpu",
-                ground: Grounding | None = None) -> StepInputs:
+                t: Trainables | None = None) -> StepInputs:
     """A loader batch -> the inputs of one step, with every random draw taken from ``g`` (on the
     CPU, in a fixed order: the shared draws, then the family's). On CUDA the uint8 images go up
     as they are and become floats there, and the draws go up in one pinned, non-blocking copy
-    per dtype. ``ground``: the run's grounding (``Trainables.ground``): its text code of the
-    picked captions is ``code``, and with ``cfg.text: grounded`` also what G and D see."""
+    per dtype. ``t``: the run's trainables, where it has a grounding (its text code of the
+    picked captions is ``code``, and with ``cfg.text: grounded`` also what G and D see) or
+    attribute heads (the labels of the real images and of what their captions name)."""
+    ground, heads = (t.ground, t.heads) if t is not None else (None, None)
     B, C, _ = batch["emb"].shape
     picks = pick_captions(B, C, cfg.captions_per_step, g)  # (B, k)
     raw = batch["emb"][torch.arange(B)[:, None], picks]  # (B, k, D)
@@ -174,12 +182,15 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
             code = ground.text(raw).mean(dim=1)  # (B, dim)
         if cfg.text == "grounded":
             emb = code
+    labels = named = None
+    if heads is not None:
+        labels, named = upload([heads.labels(batch["meta"]), heads.labels(batch["meta"], picks)], device)
     image, emb, wrong, z, *own = upload([batch["image"], emb, wrong, z, *draws.values()], device)
     real = to_float(image)  # (B, 3, H, W) in [-1, 1]
     if cfg.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
     return StepInputs(real, emb, emb[wrong], z, dict(zip(draws, own)), code=code,
-                      fits=None if fit is None else fit.to(real.device))
+                      fits=None if fit is None else fit.to(real.device), labels=labels, named_labels=named)
 
 
 def upload(tensors: list[torch.Tensor], device: str) -> list[torch.Tensor]:
@@ -211,7 +222,7 @@ def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | N
     # (1) update D
     with autocast(cfg, x.real.device):
         d_out = t.d_passes(x, g_out["fake"].detach())  # D on the real and the fake pairs
-    loss_d = shared_d_terms(cfg, x, d_out, t.family.d_loss(cfg, x, d_out))
+    loss_d = shared_d_terms(cfg, x, d_out, t.family.d_loss(cfg, x, d_out), t.heads)
     t.opt_d.zero_grad(set_to_none=True)
     loss_d.total.backward()
     if guard is not None:
@@ -222,7 +233,8 @@ def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | N
     t.D.requires_grad_(False)
     with autocast(cfg, x.real.device):
         d_fakes_out = t.d_fakes(x, g_out)  # the updated D on the fakes
-    loss_g = shared_g_terms(cfg, x, g_out, t.family.g_loss(cfg, x, g_out, d_out, d_fakes_out), t.ground)
+    loss_g = shared_g_terms(cfg, x, g_out, d_fakes_out, t.family.g_loss(cfg, x, g_out, d_out, d_fakes_out),
+                            t.ground, t.heads)
     t.opt_g.zero_grad(set_to_none=True)
     loss_g.total.backward()
     t.D.requires_grad_(True)

@@ -1,5 +1,6 @@
-"""Which captions describe which images: what a contrastive loss may not count as a negative and
-what a matching-aware D may not be shown as a wrong caption.
+"""What a sample's captions and attributes say: which captions describe which images (what a
+contrastive loss may not count as a negative and what a matching-aware D may not be shown as a
+wrong caption), and the attribute labels the evaluator and AC-GAN's heads classify.
 
 A source whose samples say which attributes each caption names (``meta["named"]``, one list per
 caption, beside ``meta["attributes"]``; synthetic flowers) is judged by meaning: a caption fits
@@ -14,6 +15,8 @@ caption of the very same words.
 from __future__ import annotations
 
 import torch
+
+CLASS_HEAD = "class"  # the single attribute of a dataset without attributes: its class id
 
 
 def knows_named(metas: list[dict]) -> bool:
@@ -45,3 +48,35 @@ def fits(metas: list[dict], picks: torch.Tensor, captions: list[list[str]]) -> t
         said = [[captions[j][c] for c in p.tolist()] for j, p in enumerate(picks)]
         out |= torch.tensor([[any(t in own[i] for t in said[j]) for j in range(B)] for i in range(B)])
     return out | torch.eye(B, dtype=torch.bool)
+
+
+
+def _value_key(v: str) -> tuple:
+    """Sort numbers numerically ("3" < "10"), then words alphabetically."""
+    return (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v)
+
+
+def attribute_values(meta: dict) -> dict[str, str]:
+    """{attribute: value as a string} of one sample; the class id when it has no attributes."""
+    if "attributes" in meta:  # an image may lack some or all of its dataset's attributes (CUB)
+        return {k: str(v) for k, v in meta["attributes"].items()}
+    return {CLASS_HEAD: str(meta.get("class_id", -1))}
+
+
+def discover_attributes(metas: list[dict]) -> dict[str, list[str]]:
+    """The vocabulary of every attribute seen in ``metas``, each sorted."""
+    seen: dict[str, set[str]] = {}
+    for m in metas:
+        for k, v in attribute_values(m).items():
+            seen.setdefault(k, set()).add(v)
+    if CLASS_HEAD in seen:
+        seen[CLASS_HEAD].discard("-1")  # samples without a class id teach nothing
+    return {k: sorted(v, key=_value_key) for k, v in sorted(seen.items()) if v}
+
+
+def attribute_labels(metas: list[dict], attributes: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    """{attribute: (N,) vocab index}; -1 where a sample lacks the attribute or has an unseen value."""
+    index = {k: {v: i for i, v in enumerate(vocab)} for k, vocab in attributes.items()}
+    values = [attribute_values(m) for m in metas]
+    return {k: torch.tensor([index[k].get(vals.get(k, ""), -1) for vals in values], dtype=torch.long)
+            for k in attributes}

@@ -204,6 +204,7 @@ class TrainParams(Section):
     wrong: Literal["class", "hard"] = "class"  # D's wrong captions: another class's, or hard ones that do not describe the image
     hard_fraction: float = Field(0.5, ge=0, le=1)  # with wrong: hard, the share that is the most similar such caption
     hard_max_cos: float = Field(0.9, gt=-1, le=1)  # with wrong: hard on free text: no wrong caption this close to the true one
+    ac_coef: float = Field(0.0, ge=0)  # AC-GAN attribute heads on D (an upper bound: needs attribute labels; 0 = off)
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -257,7 +258,7 @@ class TrainParams(Section):
 
 
 # TrainParams keys recorded with the weights only when set: runs without them keep the bytes they had.
-LEVERS = ("text", "match_coef", "match_temperature", "wrong", "hard_fraction", "hard_max_cos")
+LEVERS = ("text", "match_coef", "match_temperature", "wrong", "hard_fraction", "hard_max_cos", "ac_coef")
 
 
 class EvaluatorParams(Section):

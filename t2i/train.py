@@ -38,6 +38,7 @@ class DataSpec:
     image_size: int
     text_model: str
     num_samples: int | None = None  # training-set size: an epoch is num_samples // world // batch_size steps on every rank; required under torchrun
+    attributes: dict[str, list[str]] | None = None  # {attribute: values} of the training samples (t2i.named.discover_attributes), for train.ac_coef
 
 
 class TrainLog:
@@ -191,7 +192,9 @@ def training_loop(
         if not resume_blockers(saved, kept):
             config, cfg = kept, cfg.model_copy(update={"precision": was})
 
-    t = trainables(cfg, model_cfg, device, world, ground)
+    if cfg.ac_coef > 0 and data.attributes:  # the heads' labels, so that load_discriminator can rebuild them
+        config["attributes"] = data.attributes
+    t = trainables(cfg, model_cfg, device, world, ground, data.attributes)
 
     def seen_by_text(net: torch.nn.Module) -> torch.nn.Module:
         """G or D as a caption's sentence embedding reaches it."""
@@ -250,7 +253,7 @@ def training_loop(
                 for i, batch in enumerate(loader.epoch(epoch)):
                     if i < step_in_epoch:
                         continue  # resuming mid-epoch: replay the same order, skip what was done
-                    x = step_inputs(batch, cfg, g, device, t.ground)
+                    x = step_inputs(batch, cfg, g, device, t)
                     out = gan_step(t, x, cfg, guard=guard)
                     step, step_in_epoch, seen = step + 1, i + 1, seen + x.real.size(0)
                     log.stepped()

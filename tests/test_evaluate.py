@@ -13,7 +13,8 @@ from t2i.params import EvaluateParams, load_params
 from t2i.data.loader import batches, embedded_urls
 from t2i.evaluate import evaluate
 from t2i.grid import LABEL_WIDTH, PAD, make_grid
-from t2i.evaluator import Evaluator, discover_attributes
+from t2i.evaluator import Evaluator
+from t2i.named import discover_attributes
 from t2i.families.gan_cls import Generator, ModelConfig
 
 DIM, S = 16, 32

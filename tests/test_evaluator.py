@@ -13,14 +13,13 @@ from t2i.evaluator import (
     GLIMPSES,
     PATHS,
     Evaluator,
-    attribute_labels,
-    discover_attributes,
     load_evaluator,
     recolour,
     restart_stuck_glimpses,
     train_evaluator,
 )
 from t2i.augment import shift_turn_flip
+from t2i.named import attribute_labels, discover_attributes
 
 DIM = 16
 

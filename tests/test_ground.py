@@ -20,12 +20,23 @@ from t2i.train import DataSpec, training_loop
 TINY = dict(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2, shuffle_buffer=16, threads=1)
 DATA = DataSpec(emb_dim=16, image_size=32, text_model="bag-of-words")
 TINY_GROUND = GroundParams(epochs=2, batch_size=8, dim=8, hidden=16, width=8, glimpses=2, threads=1)
-LEVERS = dict(text="grounded", match_coef=0.5, wrong="hard")
+LEVERS = dict(text="grounded", match_coef=0.5, wrong="hard", ac_coef=0.5)
 
 
 def flower(petal, centre, count=5, shape="round", named=(("petal_colour", "centre_colour"),)):
     return {"attributes": {"petal_colour": petal, "centre_colour": centre, "petal_count": count,
                            "petal_shape": shape}, "named": [list(n) for n in named], "class_id": 0}
+
+
+@pytest.fixture(scope="module")
+def data(train_urls) -> DataSpec:
+    """DATA with the training samples' attribute values (AC-GAN's labels)."""
+    from dataclasses import replace
+
+    from t2i.named import discover_attributes
+
+    return replace(DATA, attributes=discover_attributes([m for b in batches(train_urls, 64, drop_last=False)
+                                                      for m in b["meta"]]))
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +153,9 @@ def test_the_matching_term_is_lower_for_aligned_pairs_and_reaches_g_only(train_u
     cfg = TrainParams(**TINY, match_coef=1.0)
     batch = next(batches(train_urls, 8))
     t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size), ground=grounding)
-    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), ground=t.ground)
+    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
     fake = t.G(x.z, x.emb)
-    loss = shared_g_terms(cfg, x, {"fake": fake}, Loss(fake.new_zeros(())), t.ground)
+    loss = shared_g_terms(cfg, x, {"fake": fake}, {}, Loss(fake.new_zeros(())), t.ground, None)
     loss.total.backward()
     assert "match" in loss.parts and all(p.grad is not None for p in t.G.parameters() if p.requires_grad)
     assert all(p.grad is None for p in grounding.parameters())
@@ -166,11 +177,11 @@ def test_levers_off_draw_and_record_as_before(train_urls):
     assert torch.equal(x.emb, emb) and x.code is None and x.fits is None
 
 
-def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, tmp_path):
+def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, data, tmp_path):
     """A generator trained on the grounded code carries its text head: loaded alone, it turns a
     sentence embedding into the same image as the trained G behind the grounding's head."""
     seen = {}
-    training_loop(train_urls, tmp_path, TrainParams(**TINY, **LEVERS), data=DATA, progress=False, ground=grounding,
+    training_loop(train_urls, tmp_path, TrainParams(**TINY, **LEVERS), data=data, progress=False, ground=grounding,
                   on_step=lambda step, G, D: seen.update(G=G, D=D))
     G, config = load_generator(tmp_path / GENERATOR)
     z, emb = torch.randn(4, 8), torch.randn(4, 16)
@@ -178,17 +189,18 @@ def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, 
     with torch.no_grad():
         assert torch.equal(G(z, emb), seen["G"](z, grounding.text(emb)))
     assert config["grounding"] and config["text"] == "grounded" and config["model"]["emb_dim"] == 8
-    D = load_discriminator(tmp_path / CHECKPOINT)
+    D = load_discriminator(tmp_path / CHECKPOINT)  # with AC-GAN's heads
+    assert set(D.net.attribute_heads.attributes) == set(synth.ATTRIBUTES)
     with torch.no_grad():
         img = torch.rand(4, 3, 32, 32) * 2 - 1
         assert torch.equal(D(img, emb), seen["D"].eval()(img, grounding.text(emb)))
 
 
-def test_resume_with_every_new_term_equals_uninterrupted(train_urls, grounding, tmp_path):
+def test_resume_with_every_new_term_equals_uninterrupted(train_urls, grounding, data, tmp_path):
     from tests.test_train import same, weights
 
     def run(out, on_step=None):
-        return training_loop(train_urls, out, TrainParams(**TINY, **LEVERS, checkpoint_every=2), data=DATA,
+        return training_loop(train_urls, out, TrainParams(**TINY, **LEVERS, checkpoint_every=2), data=data,
                              progress=False, ground=grounding, on_step=on_step)
 
     run(tmp_path / "full")
@@ -205,9 +217,30 @@ def test_resume_with_every_new_term_equals_uninterrupted(train_urls, grounding, 
     assert same(full["D"], cut["D"]) and same(weights(tmp_path / "full" / GENERATOR), weights(tmp_path / "cut" / GENERATOR))
 
 
+def test_the_attribute_heads_learn_real_labels_and_ask_g_for_the_named_ones(train_urls, data):
+    """AC-GAN's term: D classifies the real images' attributes; G is asked only for those its
+    caption names; both enter the losses by weight, and the heads are D's (its optimiser's)."""
+    cfg = TrainParams(**TINY, ac_coef=1.0)
+    batch = next(batches(train_urls, 8))
+    t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size), attributes=data.attributes)
+    assert t.heads is t.D.attribute_heads
+    assert {id(p) for p in t.heads.parameters()} <= {id(p) for g in t.opt_d.param_groups for p in g["params"]}
+    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
+    assert (x.labels >= 0).all() and ((x.named_labels == x.labels) | (x.named_labels == -1)).all()
+    assert (x.named_labels == -1).any()  # most captions leave something unnamed
+    for i, (k, values) in enumerate(t.heads.attributes.items()):  # the labels are the samples' values
+        assert [values[v] for v in x.labels[:, i].tolist()] == [str(m["attributes"][k]) for m in batch["meta"]]
+    before = [p.detach().clone() for p in t.heads.parameters()]
+    out = gan_step(t, x, cfg)
+    assert out["d_ac"] > 0 and out["g_ac"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.heads.parameters()))
+
+
 def test_a_run_needing_the_grounding_says_so_without_it(train_urls, tmp_path):
     from t2i import T2IError
 
+    with pytest.raises(T2IError, match="no attribute labels"):
+        trainables(TrainParams(**TINY, ac_coef=1.0), model_config(TrainParams(**TINY), DATA.emb_dim, DATA.image_size))
     with pytest.raises(T2IError, match="run the ground stage first"):
         training_loop(train_urls, tmp_path, TrainParams(**TINY, match_coef=1.0), data=DATA, progress=False)
     with pytest.raises(T2IError, match="missing grounding"):

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from t2i.losses import contrastive_loss
@@ -48,6 +49,8 @@ class StepInputs:
     draws: dict[str, torch.Tensor]  # the family's own draws (``Family.draws``), by name
     code: torch.Tensor | None = None  # (B, dim) the grounded text code of the captions, when the run has a grounding
     fits: torch.Tensor | None = None  # (B, B) bool: item j's captions describe item i's image (t2i.named.fits)
+    labels: torch.Tensor | None = None  # (B, A) long: each real image's attribute values (-1: unknown), with train.ac_coef
+    named_labels: torch.Tensor | None = None  # (B, A) long: those its captions name (-1: not named), what G is asked for
 
 
 @dataclass
@@ -64,21 +67,77 @@ class Loss:
         self.parts[name] = term
 
 
-def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss) -> Loss:
-    """The terms every family's D loss may add to its own (none yet: the place for them)."""
+class AttributeHeads(nn.Module):
+    """AC-GAN's auxiliary classifier (Odena et al. 2017) on D's image features: per attribute, a
+    linear head on the spatial mean of ``D.features``. It is attached to D (``attach``), so D's
+    optimiser, checkpoint and DDP wrapper hold it like D's own layers, in every family."""
+
+    def __init__(self, channels: int, attributes: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.attributes = {k: [str(v) for v in vs] for k, vs in attributes.items()}
+        self.heads = nn.ModuleDict({k: nn.Linear(channels, len(v)) for k, v in self.attributes.items()})
+
+    @classmethod
+    def attach(cls, D: nn.Module, attributes: dict[str, list[str]], image_size: int) -> "AttributeHeads":
+        """Heads sized for ``D``'s features at ``image_size`` (one forward of a blank image in eval
+        mode: no BatchNorm statistics move), as ``D.attribute_heads``."""
+        was = D.training
+        with torch.no_grad():
+            param = next(D.parameters())
+            channels = D.eval().features(param.new_zeros(1, 3, image_size, image_size)).shape[1]
+        D.train(was)
+        D.attribute_heads = cls(channels, attributes).to(param.device)
+        return D.attribute_heads
+
+    def labels(self, metas: list[dict], picks: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, A) long, in ``attributes`` order: each sample's value index, -1 where it has none
+        (``t2i.named.attribute_labels``); with ``picks`` (B, k), where the source says what its
+        captions name, only the attributes one of the picked captions names."""
+        from t2i.named import attribute_labels
+
+        out = torch.stack(list(attribute_labels(metas, self.attributes).values()), dim=1)  # (B, A)
+        if picks is not None:
+            for b, m in enumerate(metas):
+                if "named" in m:
+                    said = {a for c in picks[b].tolist() for a in m["named"][c]}
+                    out[b, [i for i, k in enumerate(self.attributes) if k not in said]] = -1
+        return out
+
+    def loss(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The summed cross-entropy of every attribute with a known label; (B, C, h, w) features."""
+        pooled = feat.float().mean(dim=(2, 3))  # (B, C)
+        out = pooled.new_zeros(())
+        for i, (k, head) in enumerate(self.heads.items()):
+            y = labels[:, i]
+            if (y >= 0).any():
+                out = out + F.cross_entropy(head(pooled), y, ignore_index=-1)
+        return out
+
+
+def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, heads: AttributeHeads | None) -> Loss:
+    """The terms every family's D loss may add to its own:
+
+    - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads classify the real images."""
+    if cfg.ac_coef > 0:
+        loss.add("ac", cfg.ac_coef, heads.loss(d_out["feat_real"], x.labels))
     return loss
 
 
-def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, loss: Loss, ground: nn.Module | None) -> Loss:
+def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, d_fakes_out: dict, loss: Loss,
+                   ground: nn.Module | None, heads: AttributeHeads | None) -> Loss:
     """The terms every family's G loss may add to its own:
 
     - ``match`` (``cfg.match_coef``; AttnGAN's DAMSM sentence term): the frozen grounding's image
       encoder codes each fake, which is scored against its own caption's grounded code, the
       batch's other captions as negatives (but those that describe it just as well), at
-      temperature ``cfg.match_temperature``."""
+      temperature ``cfg.match_temperature``;
+    - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads must read, in each fake, the
+      attributes its caption names."""
     if cfg.match_coef > 0:
         img = ground.image(g_out["fake"])  # (B, dim); the encoder is frozen, the gradient reaches G
         loss.add("match", cfg.match_coef, contrastive_loss(img, x.code, 1 / cfg.match_temperature, x.fits))
+    if cfg.ac_coef > 0:
+        loss.add("ac", cfg.ac_coef, heads.loss(d_fakes_out["feat_fake"], x.named_labels))
     return loss
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from t2i.data.synth import NUMBER_WORDS
-from t2i.evaluator import attribute_labels
+from t2i.named import attribute_labels
 from t2i.metrics import EvalContext, MetricSkipped, register
 from t2i.named import knows_named
 from t2i.probes import pick_naming
