@@ -45,17 +45,21 @@ def hard_mismatched(fit: torch.Tensor, emb: torch.Tensor, fraction: float, g: to
     (``fit`` (B, B), ``t2i.named.fits``): with probability ``fraction`` the one whose caption
     embedding (``emb`` (B, D)) is the most similar to its own, else a random one. Where the
     source cannot say what its captions name, ``max_cos`` also rules out captions this close to
-    its own (a paraphrase of a true description). An item that every other one fits falls back
-    to any other item."""
+    its own (a paraphrase of a true description). An item left without a candidate by that
+    guard keeps the ones ``fit`` allows; one that every other item fits (rare: a batch of
+    captions that name only what the images share) falls back to any other item, as a
+    class-based pick would."""
     B = fit.size(0)
     e = F.normalize(emb.float(), dim=-1)
     sim = e @ e.t()  # (B, B)
-    ok = ~fit
+    other = ~torch.eye(B, dtype=torch.bool) if B > 1 else torch.ones(1, 1, dtype=torch.bool)
+    ok = ~fit & other
     if max_cos is not None:
-        ok &= sim < max_cos
-    ok &= ~torch.eye(B, dtype=torch.bool)
-    lonely = ok.sum(dim=1) == 0
-    ok[lonely] = ~torch.eye(B, dtype=torch.bool)[lonely] if B > 1 else True
+        close = ok & (sim < max_cos)
+        keep = close.any(dim=1)
+        ok[keep] = close[keep]
+    lonely = ~ok.any(dim=1)
+    ok[lonely] = other[lonely]
     hard = sim.masked_fill(~ok, float("-inf")).argmax(dim=1)  # (B,)
     easy = torch.multinomial(ok.float(), 1, generator=g).squeeze(1)  # (B,)
     take_hard = torch.rand(B, generator=g) < fraction
@@ -163,11 +167,13 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
     picks = pick_captions(B, C, cfg.captions_per_step, g)  # (B, k)
     raw = batch["emb"][torch.arange(B)[:, None], picks]  # (B, k, D)
     emb = raw.mean(dim=1)  # (B, D)
-    fit = None
+    fit = agree = None
     if cfg.wrong == "hard" or cfg.match_coef > 0:  # which captions describe which image
-        from t2i.named import fits, knows_named
+        from t2i.named import agrees, fits, knows_named
 
         fit = fits(batch["meta"], picks, batch["captions"])
+        if cfg.match_coef > 0:
+            agree = agrees(batch["meta"], picks, batch["captions"])
     if cfg.wrong == "hard":
         max_cos = None if knows_named(batch["meta"]) else cfg.hard_max_cos
         wrong = hard_mismatched(fit, emb, cfg.hard_fraction, g, max_cos)  # (B,)
@@ -175,22 +181,29 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
         wrong = mismatched(batch["class_id"], g)  # (B,) index of another class's caption
     z = torch.randn(B, cfg.z_dim, generator=g)
     draws = get_family(cfg.arch).draws(cfg, B, g)
-    code = None
+    fixed = [batch["image"], emb, wrong, z, *draws.values()]
+    extra = []  # what only some levers need, uploaded with the rest
     if ground is not None:
-        raw, = upload([raw], device)
+        extra.append(raw)
+    if heads is not None:
+        extra += [heads.labels(batch["meta"]), heads.labels(batch["meta"], picks)]
+    image, emb, wrong, z, *rest = upload(fixed + extra, device)
+    own, rest = rest[:len(draws)], rest[len(draws):]
+    code = labels = named = None
+    if ground is not None:
         with torch.no_grad():
-            code = ground.text(raw).mean(dim=1)  # (B, dim)
+            code = ground.text(rest.pop(0)).mean(dim=1)  # (B, dim)
         if cfg.text == "grounded":
             emb = code
-    labels = named = None
     if heads is not None:
-        labels, named = upload([heads.labels(batch["meta"]), heads.labels(batch["meta"], picks)], device)
-    image, emb, wrong, z, *own = upload([batch["image"], emb, wrong, z, *draws.values()], device)
+        labels, named = rest
     real = to_float(image)  # (B, 3, H, W) in [-1, 1]
     if cfg.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
+    on = real.device
     return StepInputs(real, emb, emb[wrong], z, dict(zip(draws, own)), code=code,
-                      fits=None if fit is None else fit.to(real.device), labels=labels, named_labels=named)
+                      fits=None if fit is None else fit.to(on), agrees=None if agree is None else agree.to(on),
+                      labels=labels, named_labels=named)
 
 
 def upload(tensors: list[torch.Tensor], device: str) -> list[torch.Tensor]:

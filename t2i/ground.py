@@ -25,6 +25,7 @@ with the petal and centre colours swapped, in MiniLM's space and in the code's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -125,7 +126,8 @@ class Coded(nn.Module):
 
     @property
     def cfg(self):
-        return self.net.cfg
+        """The wrapped model's config, with the sentence embedding's size as its ``emb_dim``."""
+        return dataclasses.replace(self.net.cfg, emb_dim=self.text.skip.in_features)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, *args, **kwargs):
         return self.net(x, self.text(emb), *args, **kwargs)

@@ -33,12 +33,7 @@ def fits(metas: list[dict], picks: torch.Tensor, captions: list[list[str]]) -> t
     B = len(metas)
     picks = picks.reshape(B, -1)
     if knows_named(metas):
-        attrs = sorted({a for m in metas for a in m["attributes"]})
-        value = [[str(m["attributes"].get(a)) for a in attrs] for m in metas]
-        codes = {v: n for n, v in enumerate(sorted({v for row in value for v in row}))}
-        val = torch.tensor([[codes[v] for v in row] for row in value])  # (B, A)
-        said = torch.tensor([[any(a in m["named"][c] for c in p.tolist()) for a in attrs]
-                             for m, p in zip(metas, picks)])  # (B, A): what j's captions name
+        val, said = _named_values(metas, picks)  # (B, A) each: values, and what j's captions name
         same = val[:, None, :] == val[None, :, :]  # (B_i, B_j, A)
         out = (same | ~said[None, :, :]).all(dim=-1)
     else:
@@ -49,6 +44,30 @@ def fits(metas: list[dict], picks: torch.Tensor, captions: list[list[str]]) -> t
         out |= torch.tensor([[any(t in own[i] for t in said[j]) for j in range(B)] for i in range(B)])
     return out | torch.eye(B, dtype=torch.bool)
 
+
+
+def agrees(metas: list[dict], picks: torch.Tensor, captions: list[list[str]]) -> torch.Tensor:
+    """(B, B) bool: ``[i, j]`` is True when sample j's picked captions ask nothing that sample i's
+    contradict (no attribute both name with another value): an image drawn from i's captions,
+    which need show only what they name, may fit j's as well. Without named attributes, as
+    ``fits``. The diagonal is True."""
+    if not knows_named(metas):
+        return fits(metas, picks, captions)
+    B = len(metas)
+    picks = picks.reshape(B, -1)
+    val, said = _named_values(metas, picks)
+    clash = said[:, None, :] & said[None, :, :] & (val[:, None, :] != val[None, :, :])  # (B, B, A)
+    return ~clash.any(dim=-1) | torch.eye(B, dtype=torch.bool)
+
+
+def _named_values(metas: list[dict], picks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, A) value codes of every sample's attributes, and (B, A) bool: which its picked captions name."""
+    attrs = sorted({a for m in metas for a in m["attributes"]})
+    value = [[str(m["attributes"].get(a)) for a in attrs] for m in metas]
+    codes = {v: n for n, v in enumerate(sorted({v for row in value for v in row}))}
+    val = torch.tensor([[codes[v] for v in row] for row in value])
+    said = torch.tensor([[any(a in m["named"][c] for c in p.tolist()) for a in attrs] for m, p in zip(metas, picks)])
+    return val, said
 
 
 def _value_key(v: str) -> tuple:

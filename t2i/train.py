@@ -179,6 +179,8 @@ def training_loop(
     config = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
               "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
               **cfg.recorded(), "model": asdict(model_cfg), "world_size": world}
+    if cfg.ac_coef > 0 and data.attributes:  # the heads' labels, so that load_discriminator can rebuild them
+        config["attributes"] = data.attributes
     if ground is not None:  # a run resumes only on the grounding it started with
         from t2i.ground import fingerprint, text_head_blob
 
@@ -192,8 +194,6 @@ def training_loop(
         if not resume_blockers(saved, kept):
             config, cfg = kept, cfg.model_copy(update={"precision": was})
 
-    if cfg.ac_coef > 0 and data.attributes:  # the heads' labels, so that load_discriminator can rebuild them
-        config["attributes"] = data.attributes
     t = trainables(cfg, model_cfg, device, world, ground, data.attributes)
 
     def seen_by_text(net: torch.nn.Module) -> torch.nn.Module:

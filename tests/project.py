@@ -15,6 +15,7 @@ TINY = {
     "synth": {"num_images": 36, "render_size": 48},
     "shard": {"image_size": 32, "samples_per_shard": 16},
     "embed": {"batch_size": 64},
+    "ground": {"epochs": 1, "batch_size": 8, "dim": 8, "hidden": 16, "width": 8, "glimpses": 2, "threads": 1},
     "train": {"epochs": 1, "batch_size": 8, "ngf": 8, "ndf": 8, "z_dim": 16, "proj_dim": 16, "threads": 1,
               "shuffle_buffer": 32},
     "evaluator": {"epochs": 1, "batch_size": 8, "threads": 1},

@@ -50,7 +50,7 @@ def test_unknown_dataset(tmp_path, leftovers):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["download", "shard", "embed", "train", "evaluator", "evaluate", "bench"])
+@pytest.mark.parametrize("stage", ["download", "shard", "embed", "ground", "train", "evaluator", "evaluate", "bench"])
 def test_missing_params_file_is_named(tmp_path, stage):
     line = error_line(t2i(tmp_path, stage, "--data", "data", params=False))
     assert line == "error: params file params.yaml not found"

@@ -250,7 +250,7 @@ def test_whole_pipeline_on_a_real_dataset_layout(dataset, ranges, tmp_path):
             pins = ",".join(f"{name}:{md5}" for name, md5 in md5s.items())
             log = dvc(project, "exp", "run", "-S", f"dataset={dataset}", "-S", f"download.mirror={server.url}",
                       "-S", f"++download.md5={{{pins}}}", "-S", "download.backoff=0")
-    for stage in ("download", "shard", "embed", "train", "evaluator", "evaluate"):
+    for stage in ("download", "shard", "embed", "ground", "train", "evaluator", "evaluate"):
         assert f"Running stage '{stage}'" in log
     manifest = json.loads((project / f"data/shards/{dataset}/manifest.json").read_text())
     assert manifest["splits"]["train"]["count"] + manifest["splits"]["test"]["count"] == (24 if dataset == "cub" else 20)

@@ -162,6 +162,26 @@ def test_df_gan_with_ma_gp_trains_under_ddp(train_urls, tmp_path):
     assert config["arch"] == "df-gan" and config["world_size"] == 2
 
 
+@pytest.mark.slow
+def test_the_shared_terms_train_under_ddp(train_urls, tmp_path):
+    """Hard wrong captions and AC-GAN's heads (D's, used on D's features after DDP's forward):
+    both ranks finish every step with identical weights, heads included."""
+    levers = {**TINY, "wrong": "hard", "ac_coef": 0.5}
+    attrs = ("from t2i.data.loader import batches\nfrom t2i.named import discover_attributes\n"
+             f"ATTRS = discover_attributes([m for b in batches({train_urls!r}, 64, drop_last=False) for m in b['meta']])\n")
+    path = tmp_path / "run.py"
+    path.write_text(attrs + textwrap.dedent(SCRIPT.format(emb_dim=DATA.emb_dim, image_size=DATA.image_size,
+                                                          num_samples=NUM_SAMPLES, tiny=levers, urls=train_urls))
+                    .replace('text_model="bow",', 'text_model="bow", attributes=ATTRS,'))
+    out = tmp_path / "levers"
+    r = torchrun(path, out, epochs=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = log(out, 0), log(out, 1)
+    assert len(r0) == NUM_SAMPLES // 2 // TINY["batch_size"] and r0 == r1
+    ckpt = torch.load(out / "model" / "checkpoint.pt", weights_only=False)
+    assert any(k.startswith("attribute_heads.") for k in ckpt["D"]) and ckpt["config"]["wrong"] == "hard"
+
+
 SYNC_BN = """
 import os, sys, torch
 import torch.distributed as dist

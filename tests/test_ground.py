@@ -92,6 +92,23 @@ def test_the_cosine_guard_keeps_paraphrases_out_on_free_text():
     no_fit = torch.eye(3, dtype=torch.bool)
     assert hard_mismatched(no_fit, emb, 1.0, g)[0] == 1  # unguarded: the near-copy
     assert hard_mismatched(no_fit, emb, 1.0, g, max_cos=0.9)[0] == 2
+    only_copy = torch.tensor([[True, False, True], [False, True, True], [True, True, True]])  # 0's only non-fit: 1
+    for fraction in (0.0, 1.0):  # the guard cannot leave 0 without a candidate: the near-copy, never a fitting one
+        assert hard_mismatched(only_copy, emb, fraction, g, max_cos=0.9)[0] == 1
+    everyone = torch.ones(3, 3, dtype=torch.bool)  # every caption fits every image: any other item, as before
+    assert (hard_mismatched(everyone, emb, 1.0, g) != torch.arange(3)).all()
+
+
+def test_the_matching_loss_keeps_captions_that_ask_nothing_contradicting_out_of_its_negatives():
+    from t2i.named import agrees
+
+    metas = [flower("red", "yellow", 5, named=[("petal_colour",)]), flower("red", "black", 6),
+             flower("blue", "yellow", named=[("petal_colour", "petal_count")])]
+    a = agrees(metas, torch.zeros(3, 1, dtype=torch.long), [["c"]] * 3)
+    # "a red flower" and "red petals, black centre" ask nothing contradicting: a fake drawn from the
+    # first may show a black centre. A real red/yellow flower does not fit the second (fits).
+    assert a.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    assert not fits(metas, torch.zeros(3, 1, dtype=torch.long), [["c"]] * 3)[0, 1]
 
 
 def test_the_contrastive_term_is_lower_for_aligned_pairs_and_skips_fitting_negatives():
@@ -189,6 +206,7 @@ def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, 
     with torch.no_grad():
         assert torch.equal(G(z, emb), seen["G"](z, grounding.text(emb)))
     assert config["grounding"] and config["text"] == "grounded" and config["model"]["emb_dim"] == 8
+    assert G.cfg.emb_dim == 16 and G.cfg.z_dim == 8  # what a caption's encoder must give, and the noise
     D = load_discriminator(tmp_path / CHECKPOINT)  # with AC-GAN's heads
     assert set(D.net.attribute_heads.attributes) == set(synth.ATTRIBUTES)
     with torch.no_grad():
@@ -228,6 +246,9 @@ def test_the_attribute_heads_learn_real_labels_and_ask_g_for_the_named_ones(trai
     x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
     assert (x.labels >= 0).all() and ((x.named_labels == x.labels) | (x.named_labels == -1)).all()
     assert (x.named_labels == -1).any()  # most captions leave something unnamed
+    unlabelled = torch.full_like(x.labels, -1)  # a batch without labels: a zero term, every head in the graph
+    zero = t.heads.loss(torch.zeros(8, next(iter(t.heads.heads.values())).in_features, 2, 2), unlabelled)
+    assert zero.item() == 0 and zero.requires_grad
     for i, (k, values) in enumerate(t.heads.attributes.items()):  # the labels are the samples' values
         assert [values[v] for v in x.labels[:, i].tolist()] == [str(m["attributes"][k]) for m in batch["meta"]]
     before = [p.detach().clone() for p in t.heads.parameters()]

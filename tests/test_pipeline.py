@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # whole-pipeline runs: make test-fast skips them
 def project(tmp_path_factory) -> Path:
     p = make_project(tmp_path_factory.mktemp("e2e") / "a")
     log = dvc(p, "repro")
-    for stage in ("download", "shard", "embed", "train", "evaluator", "evaluate"):
+    for stage in ("download", "shard", "embed", "ground", "train", "evaluator", "evaluate"):
         assert f"Running stage '{stage}'" in log
     return p
 
@@ -31,7 +31,8 @@ def test_repro_builds_shards_and_embeddings(project):
     assert shards and [p.name for p in shards] == [p.name for p in embedded]
     lock = outs(project / "dvc.lock")
     assert set(lock) == {f"data/{d}/synthetic-flowers" for d in ("raw", "shards", "embeddings", "models", "train", "checkpoints", "evaluator")} | {
-        f"data/eval/synthetic-flowers/{f}" for f in ("grid.png", "interpolation.png", "metrics.json")}
+        f"data/eval/synthetic-flowers/{f}" for f in ("grid.png", "interpolation.png", "metrics.json")} | {
+        f"data/grounding/synthetic-flowers/{f}" for f in ("ground.pt", "metrics.json")}
     assert (data / "models/synthetic-flowers/generator.pt").is_file()
     assert (data / "train/synthetic-flowers/samples/epoch_001.png").is_file()
 
@@ -121,6 +122,31 @@ def test_exp_run_trains_and_scores_df_gan(git_project):
                        cwd=git_project, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr
     assert (git_project / "df.png").stat().st_size > 0
+
+
+def test_exp_run_with_every_lever_generates_from_generator_pt_alone(git_project):
+    """`dvc exp run` with the grounded code, the matching loss, hard wrong captions and AC-GAN's
+    heads: train and evaluate rerun on the ground stage's output, and `t2i generate` draws from
+    generator.pt alone (it carries the text head)."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    log = dvc(git_project, "exp", "run", "-S", "train.text=grounded", "-S", "train.match_coef=0.5",
+              "-S", "train.wrong=hard", "-S", "train.ac_coef=0.5")
+    assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log
+    assert "Running stage 'embed'" not in log and "Running stage 'ground'" not in log
+    model = git_project / "data/models/synthetic-flowers/generator.pt"
+    blob = torch.load(model, weights_only=True)
+    assert blob["config"]["text"] == "grounded" and "text_head" in blob
+    metrics = json.loads((git_project / "data/eval/synthetic-flowers/metrics.json").read_text())
+    assert 0 <= metrics["d_check/centre_colour"] <= 1 and 0 <= metrics["attr/mean/fake"] <= 1
+    r = subprocess.run([sys.executable, "-m", "stages.cli", "generate", "a red flower", "--out", "g.png"],
+                       cwd=git_project, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert (git_project / "g.png").stat().st_size > 0
 
 
 def test_exp_run_trains_on_two_processes(git_project):

@@ -49,6 +49,7 @@ class StepInputs:
     draws: dict[str, torch.Tensor]  # the family's own draws (``Family.draws``), by name
     code: torch.Tensor | None = None  # (B, dim) the grounded text code of the captions, when the run has a grounding
     fits: torch.Tensor | None = None  # (B, B) bool: item j's captions describe item i's image (t2i.named.fits)
+    agrees: torch.Tensor | None = None  # (B, B) bool: item j's captions ask nothing item i's contradict (t2i.named.agrees)
     labels: torch.Tensor | None = None  # (B, A) long: each real image's attribute values (-1: unknown), with train.ac_coef
     named_labels: torch.Tensor | None = None  # (B, A) long: those its captions name (-1: not named), what G is asked for
 
@@ -107,10 +108,9 @@ class AttributeHeads(nn.Module):
         """The summed cross-entropy of every attribute with a known label; (B, C, h, w) features."""
         pooled = feat.float().mean(dim=(2, 3))  # (B, C)
         out = pooled.new_zeros(())
-        for i, (k, head) in enumerate(self.heads.items()):
+        for i, (k, head) in enumerate(self.heads.items()):  # every head in every step (DDP), no host sync
             y = labels[:, i]
-            if (y >= 0).any():
-                out = out + F.cross_entropy(head(pooled), y, ignore_index=-1)
+            out = out + F.cross_entropy(head(pooled), y, ignore_index=-1, reduction="sum") / (y >= 0).sum().clamp(min=1)
         return out
 
 
@@ -129,13 +129,13 @@ def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, d_fakes_out: di
 
     - ``match`` (``cfg.match_coef``; AttnGAN's DAMSM sentence term): the frozen grounding's image
       encoder codes each fake, which is scored against its own caption's grounded code, the
-      batch's other captions as negatives (but those that describe it just as well), at
-      temperature ``cfg.match_temperature``;
+      batch's other captions as negatives (but those that ask nothing its caption contradicts:
+      a fake is asked only for what its caption names), at temperature ``cfg.match_temperature``;
     - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads must read, in each fake, the
       attributes its caption names."""
     if cfg.match_coef > 0:
-        img = ground.image(g_out["fake"])  # (B, dim); the encoder is frozen, the gradient reaches G
-        loss.add("match", cfg.match_coef, contrastive_loss(img, x.code, 1 / cfg.match_temperature, x.fits))
+        img = ground.image(g_out["fake"].float())  # (B, dim); frozen, fp32: the gradient reaches G
+        loss.add("match", cfg.match_coef, contrastive_loss(img, x.code, 1 / cfg.match_temperature, x.agrees))
     if cfg.ac_coef > 0:
         loss.add("ac", cfg.ac_coef, heads.loss(d_fakes_out["feat_fake"], x.named_labels))
     return loss
