@@ -66,6 +66,17 @@ def hard_mismatched(fit: torch.Tensor, emb: torch.Tensor, fraction: float, g: to
     return torch.where(take_hard, hard, easy)
 
 
+def wrong_descriptions(fit: torch.Tensor, emb: torch.Tensor, max_cos: float | None = None) -> torch.Tensor:
+    """(B, B) bool: item j's captions are a wrong description of item i's image: they do not fit
+    it (``fit``, ``t2i.named.fits``), j is not i, and where the source cannot say what its captions
+    name, they are not within ``max_cos`` of its own (``emb`` (B, D), a paraphrase)."""
+    out = ~fit & ~torch.eye(len(fit), dtype=torch.bool)
+    if max_cos is not None:
+        e = F.normalize(emb.float(), dim=-1)
+        out &= e @ e.t() < max_cos
+    return out
+
+
 def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """For each item, the index of a random other item of a different class (the "wrong text" of a
     matching-aware D)."""
@@ -167,15 +178,19 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
     picks = pick_captions(B, C, cfg.captions_per_step, g)  # (B, k)
     raw = batch["emb"][torch.arange(B)[:, None], picks]  # (B, k, D)
     emb = raw.mean(dim=1)  # (B, D)
-    fit = agree = None
-    if cfg.wrong == "hard" or cfg.match_coef > 0:  # which captions describe which image
-        from t2i.named import agrees, fits, knows_named
+    fit = agree = unlike = None
+    if cfg.wrong == "hard" or cfg.d_contrast_coef > 0:  # which captions describe which image
+        from t2i.named import fits, knows_named
 
         fit = fits(batch["meta"], picks, batch["captions"])
-        if cfg.match_coef > 0:
-            agree = agrees(batch["meta"], picks, batch["captions"])
-    if cfg.wrong == "hard":
         max_cos = None if knows_named(batch["meta"]) else cfg.hard_max_cos
+        if cfg.d_contrast_coef > 0:
+            unlike = wrong_descriptions(fit, emb, max_cos)
+    if cfg.match_coef > 0:
+        from t2i.named import agrees
+
+        agree = agrees(batch["meta"], picks, batch["captions"])
+    if cfg.wrong == "hard":
         wrong = hard_mismatched(fit, emb, cfg.hard_fraction, g, max_cos)  # (B,)
     else:
         wrong = mismatched(batch["class_id"], g)  # (B,) index of another class's caption
@@ -202,7 +217,7 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
         real = real.contiguous(memory_format=torch.channels_last)
     on = real.device
     return StepInputs(real, emb, emb[wrong], z, dict(zip(draws, own)), code=code,
-                      fits=None if fit is None else fit.to(on), agrees=None if agree is None else agree.to(on),
+                      unlike=None if unlike is None else unlike.to(on), agrees=None if agree is None else agree.to(on),
                       labels=labels, named_labels=named)
 
 
@@ -235,7 +250,7 @@ def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | N
     # (1) update D
     with autocast(cfg, x.real.device):
         d_out = t.d_passes(x, g_out["fake"].detach())  # D on the real and the fake pairs
-    loss_d = shared_d_terms(cfg, x, d_out, t.family.d_loss(cfg, x, d_out), t.heads)
+    loss_d = shared_d_terms(cfg, x, d_out, t.family.d_loss(cfg, x, d_out), t.D, t.heads)
     t.opt_d.zero_grad(set_to_none=True)
     loss_d.total.backward()
     if guard is not None:

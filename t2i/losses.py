@@ -162,3 +162,15 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | flo
     if symmetric:
         loss = (loss + F.cross_entropy(logits.t(), target)) / 2
     return loss
+
+
+def ranking_loss(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of column 0 of (B, 1 + K) ``scores`` (an image with its own caption) against
+    the other K (with captions that do not describe it), ``valid`` (B, K) bool leaving out the
+    padding of rows with fewer than K such captions: XMC-GAN's image-text contrastive term for D,
+    taken on D's own matching scores."""
+    scores = scores.float()
+    if valid is not None:
+        keep = torch.cat([valid.new_ones(len(valid), 1), valid.to(scores.device)], dim=1)  # (B, 1 + K)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return F.cross_entropy(scores, scores.new_zeros(len(scores), dtype=torch.long))

@@ -205,6 +205,8 @@ class TrainParams(Section):
     hard_fraction: float = Field(0.5, ge=0, le=1)  # with wrong: hard, the share that is the most similar such caption
     hard_max_cos: float = Field(0.9, gt=-1, le=1)  # with wrong: hard on free text: no wrong caption this close to the true one
     ac_coef: float = Field(0.0, ge=0)  # AC-GAN attribute heads on D (an upper bound: needs attribute labels; 0 = off)
+    d_contrast_coef: float = Field(0.0, ge=0)  # D ranks each real image's own caption over batch captions that do not describe it (0 = off)
+    d_contrast_negatives: int = Field(8, ge=1)  # those captions per image: the most similar ones (in what D sees)
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -258,7 +260,8 @@ class TrainParams(Section):
 
 
 # TrainParams keys recorded with the weights only when set: runs without them keep the bytes they had.
-LEVERS = ("text", "match_coef", "match_temperature", "wrong", "hard_fraction", "hard_max_cos", "ac_coef")
+LEVERS = ("text", "match_coef", "match_temperature", "wrong", "hard_fraction", "hard_max_cos", "ac_coef",
+          "d_contrast_coef", "d_contrast_negatives")
 
 
 class EvaluatorParams(Section):

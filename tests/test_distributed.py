@@ -166,7 +166,7 @@ def test_df_gan_with_ma_gp_trains_under_ddp(train_urls, tmp_path):
 def test_the_shared_terms_train_under_ddp(train_urls, tmp_path):
     """Hard wrong captions and AC-GAN's heads (D's, used on D's features after DDP's forward):
     both ranks finish every step with identical weights, heads included."""
-    levers = {**TINY, "wrong": "hard", "ac_coef": 0.5}
+    levers = {**TINY, "wrong": "hard", "ac_coef": 0.5, "d_contrast_coef": 0.5}
     attrs = ("from t2i.data.loader import batches\nfrom t2i.named import discover_attributes\n"
              f"ATTRS = discover_attributes([m for b in batches({train_urls!r}, 64, drop_last=False) for m in b['meta']])\n")
     path = tmp_path / "run.py"

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_discriminator, load_generator
 from t2i.data import synth
 from t2i.data.loader import batches
-from t2i.gan import gan_step, hard_mismatched, model_config, step_inputs, trainables
+from t2i.gan import gan_step, hard_mismatched, model_config, step_inputs, trainables, wrong_descriptions
 from t2i.ground import Grounding, load_grounding, train_grounding
-from t2i.losses import contrastive_loss
+from t2i.losses import contrastive_loss, ranking_loss
 from t2i.named import fits
 from t2i.params import GroundParams, TrainParams
 from t2i.train import DataSpec, training_loop
@@ -20,7 +20,7 @@ from t2i.train import DataSpec, training_loop
 TINY = dict(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2, shuffle_buffer=16, threads=1)
 DATA = DataSpec(emb_dim=16, image_size=32, text_model="bag-of-words")
 TINY_GROUND = GroundParams(epochs=2, batch_size=8, dim=8, hidden=16, width=8, glimpses=2, threads=1)
-LEVERS = dict(text="grounded", match_coef=0.5, wrong="hard", ac_coef=0.5)
+LEVERS = dict(text="grounded", match_coef=0.5, wrong="hard", ac_coef=0.5, d_contrast_coef=0.5, d_contrast_negatives=3)
 
 
 def flower(petal, centre, count=5, shape="round", named=(("petal_colour", "centre_colour"),)):
@@ -122,6 +122,58 @@ def test_the_contrastive_term_is_lower_for_aligned_pairs_and_skips_fitting_negat
     assert contrastive_loss(same, same, 10.0, both) == 0
 
 
+def test_wrong_descriptions_never_fit_and_a_batch_differing_only_in_centre_has_them():
+    centres = list(synth.CENTRE_COLOURS)
+    metas = [flower("red", centres[i % 5], named=[("petal_colour",), ("petal_colour", "centre_colour")])
+             for i in range(10)]
+    picks = torch.tensor([[i % 2] for i in range(10)])  # half name the centre, half only "red"
+    f = fits(metas, picks, [["a", "b"]] * 10)
+    unlike = wrong_descriptions(f, torch.randn(10, 16))
+    assert unlike.any(dim=1).all() and not (unlike & f).any() and not unlike.diagonal().any()
+    near = torch.tensor([[1.0, 0.0], [0.99, 0.01], [0.0, 1.0]])  # free text: no paraphrase is a wrong one
+    assert wrong_descriptions(torch.eye(3, dtype=torch.bool), near, max_cos=0.9).tolist() == [
+        [False, False, True], [False, False, True], [True, True, False]]
+
+
+def test_the_ranking_term_is_lower_when_the_own_caption_scores_highest():
+    own_first = torch.tensor([[3.0, 0.0, -1.0], [2.0, 1.0, 0.0]])
+    assert ranking_loss(own_first) < ranking_loss(own_first.flip(1))
+    valid = torch.tensor([[True, False], [False, False]])  # row 1 has no wrong caption: no loss
+    assert torch.isclose(ranking_loss(own_first, valid), F.cross_entropy(own_first[:1, :2], torch.tensor([0])) / 2)
+
+
+@pytest.mark.parametrize("arch", ["gan-cls", "df-gan"])
+def test_d_contrast_ranks_own_captions_and_reaches_d_image_features_and_text_path(train_urls, arch):
+    """D's contrastive term, in either family: lower for aligned captions than shuffled ones once
+    D has learnt the pairs; its gradient reaches D's image layers and its text path, not G."""
+    from t2i.families.common import d_contrast
+
+    cfg = TrainParams(**TINY, arch=arch, d_contrast_coef=1.0, d_contrast_negatives=4)
+    batch = next(batches(train_urls, 8))
+    t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size))
+    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
+    assert x.unlike is not None and x.unlike.any(dim=1).all()
+    opt = torch.optim.Adam(t.D.parameters(), lr=1e-3)
+    for step in range(30):  # D learns this batch's pairs through the term alone
+        loss = d_contrast(t.D, t.D.features(x.real), x.emb, x.unlike, 4)
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            first = loss.item()
+            text = [p for n, p in t.D.named_parameters() if n.startswith(("proj", "head"))]
+            image = [p for n, p in t.D.named_parameters() if n.startswith(("image_net", "blocks", "from_rgb"))]
+            assert text and image and all(p.grad is not None and p.grad.abs().sum() > 0 for p in text + image)
+            assert all(p.grad is None for p in t.G.parameters())
+        opt.step()
+    assert loss.item() < first
+    shuffled = x.emb[torch.roll(torch.arange(8), 1)]
+    with torch.no_grad():
+        feat = t.D.features(x.real)
+        assert d_contrast(t.D, feat, x.emb, x.unlike, 4) < d_contrast(t.D, feat, shuffled, x.unlike, 4)
+    t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size))  # in a whole step, as d_contrast
+    assert "d_contrast" in gan_step(t, x, cfg)
+
+
 def test_the_grounding_puts_two_wordings_of_a_flower_closer_than_one_wording_of_two(make_embedded, tmp_path):
     from t2i.probes import load_probes
 
@@ -178,7 +230,7 @@ def test_the_matching_term_is_lower_for_aligned_pairs_and_reaches_g_only(train_u
     assert all(p.grad is None for p in grounding.parameters())
     real = grounding.image(x.real)  # real images against their captions, aligned and shuffled
     shuffled = torch.roll(torch.arange(8), 1)
-    assert contrastive_loss(real, x.code, 10.0, x.fits) < contrastive_loss(real, x.code[shuffled], 10.0)
+    assert contrastive_loss(real, x.code, 10.0, x.agrees) < contrastive_loss(real, x.code[shuffled], 10.0)
 
 
 def test_levers_off_draw_and_record_as_before(train_urls):
@@ -191,7 +243,7 @@ def test_levers_off_draw_and_record_as_before(train_urls):
     g = torch.Generator().manual_seed(0)
     idx = torch.rand(8, batch["emb"].shape[1], generator=g).argsort(dim=1)[:, :1]  # the draws of before
     emb = batch["emb"][torch.arange(8)[:, None], idx].mean(dim=1)
-    assert torch.equal(x.emb, emb) and x.code is None and x.fits is None
+    assert torch.equal(x.emb, emb) and x.code is None and x.unlike is None and x.agrees is None
 
 
 def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, data, tmp_path):

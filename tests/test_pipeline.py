@@ -135,7 +135,7 @@ def test_exp_run_with_every_lever_generates_from_generator_pt_alone(git_project)
     import torch
 
     log = dvc(git_project, "exp", "run", "-S", "train.text=grounded", "-S", "train.match_coef=0.5",
-              "-S", "train.wrong=hard", "-S", "train.ac_coef=0.5")
+              "-S", "train.wrong=hard", "-S", "train.ac_coef=0.5", "-S", "train.d_contrast_coef=0.5")
     assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log
     assert "Running stage 'embed'" not in log and "Running stage 'ground'" not in log
     model = git_project / "data/models/synthetic-flowers/generator.pt"

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2i.losses import contrastive_loss
+from t2i.losses import contrastive_loss, ranking_loss
 from t2i.params import IMAGE_SIZES, TrainParams
 
 
@@ -48,7 +48,7 @@ class StepInputs:
     z: torch.Tensor  # (B, z_dim) noise
     draws: dict[str, torch.Tensor]  # the family's own draws (``Family.draws``), by name
     code: torch.Tensor | None = None  # (B, dim) the grounded text code of the captions, when the run has a grounding
-    fits: torch.Tensor | None = None  # (B, B) bool: item j's captions describe item i's image (t2i.named.fits)
+    unlike: torch.Tensor | None = None  # (B, B) bool: item j's captions are a wrong description of item i's image (train.d_contrast_coef)
     agrees: torch.Tensor | None = None  # (B, B) bool: item j's captions ask nothing item i's contradict (t2i.named.agrees)
     labels: torch.Tensor | None = None  # (B, A) long: each real image's attribute values (-1: unknown), with train.ac_coef
     named_labels: torch.Tensor | None = None  # (B, A) long: those its captions name (-1: not named), what G is asked for
@@ -114,13 +114,34 @@ class AttributeHeads(nn.Module):
         return out
 
 
-def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, heads: AttributeHeads | None) -> Loss:
+def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, D: nn.Module,
+                   heads: AttributeHeads | None) -> Loss:
     """The terms every family's D loss may add to its own:
 
+    - ``contrast`` (``cfg.d_contrast_coef``; XMC-GAN's image-text term for D, on D's own scores):
+      D must score each real image with its own caption above the ``cfg.d_contrast_negatives``
+      batch captions most like it (in what D sees) that do not describe it (``x.unlike``);
     - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads classify the real images."""
+    if cfg.d_contrast_coef > 0:
+        loss.add("contrast", cfg.d_contrast_coef, d_contrast(D, d_out["feat_real"], x.emb, x.unlike,
+                                                             cfg.d_contrast_negatives))
     if cfg.ac_coef > 0:
         loss.add("ac", cfg.ac_coef, heads.loss(d_out["feat_real"], x.labels))
     return loss
+
+
+def d_contrast(D: nn.Module, feat: torch.Tensor, emb: torch.Tensor, unlike: torch.Tensor, k: int) -> torch.Tensor:
+    """D's ranking loss (``t2i.losses.ranking_loss``) of real images' features (B, C, h, w) with
+    their own captions ``emb`` (B, D) against the ``k`` most similar captions of the batch that
+    ``unlike`` (B, B) allows; one ``D.judge`` call over the B * (1 + k) pairs, in fp32."""
+    B = len(emb)
+    k = min(k, B - 1)
+    e = F.normalize(emb.detach().float(), dim=1)
+    sim = (e @ e.t()).masked_fill(~unlike, float("-inf"))  # (B, B)
+    top, idx = sim.topk(k, dim=1)  # (B, k)
+    pairs = torch.cat([emb[:, None], emb[idx]], dim=1).float()  # (B, 1 + k, D)
+    scores = D.judge(feat.float().repeat_interleave(k + 1, dim=0), pairs.flatten(0, 1))  # (B * (1 + k),)
+    return ranking_loss(scores.view(B, k + 1), top > float("-inf"))
 
 
 def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, d_fakes_out: dict, loss: Loss,
@@ -161,7 +182,8 @@ class Family(ABC):
 
     @abstractmethod
     def discriminator(self, model_cfg) -> nn.Module:
-        """A freshly initialised D(img, emb) -> (B,) scores, with ``D.features(img)`` -> (B, C, h, w)."""
+        """A freshly initialised D(img, emb) -> (B,) scores, with ``D.features(img)`` -> (B, C, h, w)
+        and ``D.judge(features, emb)`` -> (B,) scores (D = judge after features)."""
 
     def models(self, cfg: TrainParams, model_cfg) -> tuple[nn.Module, nn.Module]:
         """Fresh G and D to train with params ``cfg``, built in that order (both draw their

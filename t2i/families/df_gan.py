@@ -193,8 +193,12 @@ class DFDiscriminator(nn.Module):
         """(B, 3, S, S) -> (B, 8 ndf, 4, 4), before the text is joined in."""
         return self.blocks(self.from_rgb(img))
 
+    def judge(self, feat: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Image features (B, 8 ndf, 4, 4) and captions (B, emb_dim) -> (B,) scores."""
+        return self.head(feat, sentence(emb))
+
     def forward(self, img: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(img), sentence(emb))  # (B,)
+        return self.judge(self.features(img), emb)  # (B,)
 
 
 class DFGeneratorPasses(nn.Module):

@@ -163,10 +163,14 @@ class Discriminator(nn.Module):
         self, img: torch.Tensor, emb: torch.Tensor, return_features: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         feat = self.features(img)  # (B, ndf*8, 4, 4)
+        logits = self.judge(feat, emb)  # (B,)
+        return (logits, feat) if return_features else logits
+
+    def judge(self, feat: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Image features (B, ndf*8, 4, 4) and captions (B, emb_dim) -> (B,) logits."""
         t = self.proj(emb)  # (B, proj_dim)
         t = t[:, :, None, None].expand(-1, -1, feat.size(2), feat.size(3))  # (B, proj_dim, 4, 4)
-        logits = self.joint(torch.cat([feat, t], dim=1)).flatten()  # (B,)
-        return (logits, feat) if return_features else logits
+        return self.joint(torch.cat([feat, t], dim=1)).flatten()  # (B,)
 
 
 class GeneratorPasses(nn.Module):
