@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from t2i import T2IError
 from t2i.data.loader import batches, to_float
 from t2i.augment import shift_turn_flip
-from t2i.io import save_torch
+from t2i.io import load_model, save_torch
 from t2i.named import attribute_labels, discover_attributes
 from t2i.losses import contrastive_loss
 from t2i.params import IMAGE_SIZES, EvaluatorParams
@@ -345,15 +345,4 @@ def train_evaluator(train_urls: list[str], out_path: str | os.PathLike,
 
 def load_evaluator(path: str | os.PathLike, device: str = "cpu") -> Evaluator:
     """Load a saved Evaluator in eval mode; a missing or corrupt file raises T2IError."""
-    path = Path(path)
-    if not path.is_file():
-        raise T2IError(f"missing evaluator checkpoint {path}: run the evaluator stage first")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = Evaluator(**ckpt["config"])
-        model.load_state_dict(ckpt["state_dict"])
-    except T2IError:
-        raise
-    except Exception as e:  # unpickling, missing keys, shape mismatches
-        raise T2IError(f"corrupt evaluator checkpoint {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
-    return model.to(device).eval()
+    return load_model(path, Evaluator, "evaluator checkpoint", "run the evaluator stage first", device)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from t2i import T2IError
 from t2i.data.loader import batches, to_float
 from t2i.augment import shift_turn_flip
-from t2i.io import atomic_dir, dump_json, save_torch
+from t2i.io import atomic_dir, dump_json, load_model, save_torch
 from t2i.losses import contrastive_loss
 from t2i.named import fits
 from t2i.params import IMAGE_SIZES, GroundParams
@@ -157,16 +157,8 @@ def fingerprint(model: Grounding) -> str:
 
 def load_grounding(path: str | os.PathLike, device: str = "cpu") -> Grounding:
     """A saved Grounding, frozen, in eval mode; a missing or unreadable file is a T2IError."""
-    path = Path(path)
-    if not path.is_file():
-        raise T2IError(f"missing grounding {path}: run the ground stage first (dvc repro ground)")
-    try:
-        blob = torch.load(path, map_location=device, weights_only=True)
-        model = Grounding(**blob["config"])
-        model.load_state_dict(blob["state_dict"])
-    except Exception as e:  # unpickling, missing keys, shape mismatches
-        raise T2IError(f"cannot read grounding {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval().requires_grad_(False)
+    return load_model(path, Grounding, "grounding", "run the ground stage first (dvc repro ground)",
+                      device).requires_grad_(False)
 
 
 def train_grounding(train_urls: list[str], out_dir: str | os.PathLike, cfg: GroundParams = GroundParams(), *,

@@ -117,6 +117,26 @@ def save_torch(obj, path: str | os.PathLike) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+def load_model(path: str | os.PathLike, build, what: str, hint: str, device: str = "cpu"):
+    """A model saved as {"config", "state_dict"} (``save_torch``): ``build(**config)`` with those
+    weights, in eval mode on ``device``. A missing file or one that does not load is a one-line
+    T2IError naming ``what`` and ``path``; ``hint`` says how to make the file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise T2IError(f"missing {what} {path}: {hint}")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        model = build(**blob["config"])
+        model.load_state_dict(blob["state_dict"])
+    except T2IError:
+        raise
+    except Exception as e:  # unpickling, missing keys, shape mismatches
+        raise T2IError(f"corrupt {what} {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    return model.to(device).eval()
+
+
 def dump_json(obj) -> bytes:
     """Canonical JSON bytes: sorted keys, so equal objects give equal bytes."""
     return (json.dumps(obj, sort_keys=True, indent=1) + "\n").encode()

@@ -22,6 +22,13 @@ class MetricSkipped(Exception):
     """Raised by a metric that cannot run in this environment; the message says why."""
 
 
+def need_probes(ctx: "EvalContext") -> dict:
+    """The attribute probes (``t2i.probes``) of a metric that reads them; MetricSkipped without."""
+    if ctx.probes is None:
+        raise MetricSkipped("no attribute probes: the source does not say which attributes its captions name")
+    return ctx.probes
+
+
 def register(name: str) -> Callable[[Metric], Metric]:
     def deco(fn: Metric) -> Metric:
         if name in METRICS:

@@ -8,16 +8,15 @@ the attribute probes and the run's discriminator (from its training checkpoint).
 
 from __future__ import annotations
 
-from t2i.metrics import EvalContext, MetricSkipped, register
+from t2i.metrics import EvalContext, MetricSkipped, need_probes, register
 from t2i.probes import caption_check
 
 
 @register("d_check")
 def d_check(ctx: EvalContext) -> dict[str, float]:
-    if ctx.probes is None:
-        raise MetricSkipped("no attribute probes: the source does not say which attributes its captions name")
+    probes = need_probes(ctx)
     if ctx.discriminator is None:
         raise MetricSkipped("no discriminator: the training checkpoint is missing")
     keys = [m.get("key") for m in ctx.meta]
-    shares = caption_check(ctx.discriminator, ctx.real, ctx.probes, keys, ctx.batch_size, ctx.device)
+    shares = caption_check(ctx.discriminator, ctx.real, probes, keys, ctx.batch_size, ctx.device)
     return {f"d_check/{attr}": v for attr, v in shares.items()}

@@ -12,18 +12,17 @@ from __future__ import annotations
 import torch
 
 from t2i.named import attribute_labels
-from t2i.metrics import EvalContext, MetricSkipped, register
+from t2i.metrics import EvalContext, MetricSkipped, need_probes, register
 
 
 @register("g_check")
 def g_check(ctx: EvalContext) -> dict[str, float]:
-    if ctx.probes is None:
-        raise MetricSkipped("no attribute probes: the source does not say which attributes its captions name")
+    probes = need_probes(ctx)
     if ctx.generate is None:
         raise MetricSkipped("g_check needs the generator")
     gen = torch.Generator().manual_seed(ctx.seed)
     out: dict[str, float] = {}
-    for name, rows in ctx.probes["g_check"].items():
+    for name, rows in probes["g_check"].items():
         z = torch.randn(len(rows["captions"]), ctx.z_dim, generator=gen)
         logits = ctx.score(ctx.generate(z, rows["emb"].float()))["logits"]
         labels = attribute_labels([{"attributes": a} for a in rows["attributes"]], ctx.evaluator.attributes)
