@@ -166,6 +166,10 @@ def test_d_contrast_ranks_own_captions_and_reaches_d_image_features_and_text_pat
             assert all(p.grad is None for p in t.G.parameters())
         opt.step()
     assert loss.item() < first
+    feat = t.D.features(x.real).detach()
+    stats = {k: v.clone() for k, v in t.D.state_dict().items() if "running" in k}
+    d_contrast(t.D, feat, x.emb, x.unlike, 4)  # the pairs leave D's running statistics be
+    assert all(torch.equal(v, t.D.state_dict()[k]) for k, v in stats.items()) and (arch == "df-gan" or stats)
     shuffled = x.emb[torch.roll(torch.arange(8), 1)]
     with torch.no_grad():
         feat = t.D.features(x.real)

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -140,8 +142,24 @@ def d_contrast(D: nn.Module, feat: torch.Tensor, emb: torch.Tensor, unlike: torc
     sim = (e @ e.t()).masked_fill(~unlike, float("-inf"))  # (B, B)
     top, idx = sim.topk(k, dim=1)  # (B, k)
     pairs = torch.cat([emb[:, None], emb[idx]], dim=1).float()  # (B, 1 + k, D)
-    scores = D.judge(feat.float().repeat_interleave(k + 1, dim=0), pairs.flatten(0, 1))  # (B * (1 + k),)
+    with still_statistics(D):  # the pairs are not D's data: its BatchNorm running statistics stay as they are
+        scores = D.judge(feat.float().repeat_interleave(k + 1, dim=0), pairs.flatten(0, 1))  # (B * (1 + k),)
     return ranking_loss(scores.view(B, k + 1), top > float("-inf"))
+
+
+@contextmanager
+def still_statistics(module: nn.Module) -> Iterator[None]:
+    """Inside, ``module``'s BatchNorm layers normalise by the batch (in training) without moving
+    their running statistics (momentum 0), which eval mode (``d_check``, say) reads."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kept = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, kept):
+            m.momentum = momentum
 
 
 def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, d_fakes_out: dict, loss: Loss,
