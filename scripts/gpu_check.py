@@ -17,8 +17,9 @@ weights (88 MB, more than a call may carry). So this script imports only the ``t
   data      draw and shard the dataset, embed it by looking its captions up in the table;
   bench-N   ``t2i bench`` rows at batch N, ngf = ndf = ``--width``, "train from shards" among
             them (fed by ``train.workers`` loader processes) -> bench-N.json;
-  train     the evaluator, a training run at that width and evaluate (all metrics, phrasing
-            too, with the table as its encoder) -> metrics.json, grid.png;
+  train     the ground stage (where the levers read it), the evaluator, a training run at the
+            params' width and evaluate (all metrics, phrasing too, with the table as its
+            encoder) -> metrics.json, grid.png;
   profile   the top kernels of profiled steps at the largest batch -> profile.txt.
 
 Every ``-S key=value`` overrides params.yaml (the test runs this on the CPU with a tiny profile,
@@ -93,7 +94,7 @@ def prepare(table: Path, sets: list[str]) -> None:
     from t2i.text import TextEncoder
 
     p = load_params(ROOT / "params.yaml", sets)
-    encoder, seen = TextEncoder(p.embed.model, "cpu", p.embed.batch_size), set()
+    encoder, seen = TextEncoder(p.embed.model, "cpu", p.embed.batch_size, p.embed.precision), set()
 
     def recording(texts: list[str]) -> np.ndarray:
         seen.update(texts)
@@ -209,7 +210,8 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
                 urls = embedded_urls(at.embeddings, "train")
             except T2IError:
                 urls = None
-            r = bench.run(cfg, urls=urls, image_size=p.shard.image_size, device=device, seconds=seconds)
+            r = bench.run(cfg, urls=urls, image_size=p.shard.image_size, device=device, seconds=seconds,
+                          ground=p.ground)
             (out / f"bench-{batch}.json").write_text(json.dumps(r, indent=2))
             print(bench.table(r), flush=True)
             return {k: r["train"][k] for k in ("img_s", "fp32_eager_img_s", "speedup", "peak_share")}
@@ -218,15 +220,24 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
     for batch in batches:
         phase(f"bench-{batch}", bench_at(batch))
 
-    def train() -> dict:  # the evaluator, train and evaluate stages without DVCLive
+    def train() -> dict:  # the ground, evaluator, train and evaluate stages without DVCLive
         from t2i import probes
         from t2i.checkpoint import CHECKPOINT, load_discriminator, load_generator
         from t2i.data.shards import read_manifest
         from t2i.evaluate import evaluate
         from t2i.evaluator import load_evaluator, train_evaluator
+        from t2i.gan import needs_grounding
+        from t2i.ground import load_grounding, train_grounding
         from t2i.train import DataSpec, training_loop
 
-        r, t0 = {}, time.perf_counter()
+        r, ground = {}, None
+        if needs_grounding(p.train):  # the ground stage, as dvc repro runs it before train
+            t0 = time.perf_counter()
+            train_grounding(embedded_urls(at.embeddings, "train"), at.grounding_dir, p.ground, device=device,
+                            progress=False)
+            r["ground_s"] = time.perf_counter() - t0
+            ground = load_grounding(at.grounding, device)
+        t0 = time.perf_counter()
         train_evaluator(embedded_urls(at.embeddings, "train"), at.evaluator, p.evaluator, device=device,
                         progress=False)
         r["evaluator_s"] = time.perf_counter() - t0
@@ -235,7 +246,7 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
                         num_samples=m["splits"]["train"]["count"])
         t0 = time.perf_counter()
         r["summary"] = training_loop(embedded_urls(at.embeddings, "train"), at.models, p.train, data=spec,
-                                     checkpoint_dir=at.checkpoints, progress=False)
+                                     checkpoint_dir=at.checkpoints, ground=ground, progress=False)
         r["train_s"] = time.perf_counter() - t0
         r["epoch_s"] = r["train_s"] / p.train.epochs
         G, _ = load_generator(at.generator, device)
@@ -253,13 +264,14 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
         from torch.profiler import ProfilerActivity, profile
 
         from t2i.data.loader import batches as stream
-        from t2i.gan import gan_step, model_config, step_inputs, trainables
+        from t2i.bench import trainables_for
+        from t2i.gan import gan_step, step_inputs
 
         cfg = at_width(max(batches))
         urls = embedded_urls(at.embeddings, "train")
         first = next(stream(urls, cfg.batch_size, drop_last=False))
-        t = trainables(cfg, model_config(cfg, first["emb"].shape[-1], first["image"].shape[-1]), device)
-        x = step_inputs(first, cfg, torch.Generator(), device)
+        t = trainables_for(cfg, first["emb"].shape[-1], first["image"].shape[-1], device, p.ground)
+        x = step_inputs(first, cfg, torch.Generator(), device, t)
         for _ in range(3):
             gan_step(t, x, cfg)
         cuda = device.startswith("cuda")
@@ -280,7 +292,7 @@ def run(out: Path, table: Path, sets: list[str], batches: list[int], width: int,
         if not device.startswith("cuda"):
             return {"skipped": "needs CUDA (CUDA graphs)"}
         cfg = at_width(max(batches))
-        r = bench.compile_rates(cfg, image_size=p.shard.image_size, device=device, seconds=seconds)
+        r = bench.compile_rates(cfg, image_size=p.shard.image_size, device=device, seconds=seconds, ground=p.ground)
         return {**r, **{f"{m}_ratio": r[m] / r["eager"] for m in ("default", "reduce-overhead")}}
 
     phase("compile", compiled)

@@ -5,8 +5,10 @@ embeddings (and so different everything after them). This prints, for the machin
 the hash of two computations of the default pipeline:
 
 - ``embed``: all-MiniLM-L6-v2 on the first ``--captions`` distinct captions of the default
-  synthetic flowers, stored as the embed stage stores them (float16);
-- ``train``: ``--steps`` GAN-CLS steps at the default params on one fixed random batch (G's weights);
+  synthetic flowers, in ``--precision`` (fp64, the embed stage's default, or fp32), stored as
+  the embed stage stores them (float16);
+- ``train``: ``--steps`` GAN-CLS steps at the default params with the levers off (``PLAIN``: no
+  grounding) on one fixed random batch (G's weights);
 
 and what each costs (the embed call's seconds, the training step's images/s by
 ``t2i.bench.train_step``), each under the CPU's own kernels ("native") and with one dispatch
@@ -31,7 +33,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PINS = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+sys.path.insert(0, str(ROOT))
+
+from t2i.device import PINNED_ISA as PINS  # noqa: E402
 ROWS = {"native": {}, **{k: {k: v} for k, v in PINS.items()}, "all three": PINS}
 
 
@@ -39,9 +43,8 @@ def digest(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()[:12]
 
 
-def measure(captions: int, steps: int, seconds: float) -> dict:
+def measure(captions: int, steps: int, seconds: float, precision: str) -> dict:
     """The two hashes and their costs in this process (its environment already set)."""
-    sys.path.insert(0, str(ROOT))
     import time
 
     import numpy as np
@@ -50,7 +53,7 @@ def measure(captions: int, steps: int, seconds: float) -> dict:
     from t2i.bench import fake_batch, train_step
     from t2i.data import synth
     from t2i.gan import gan_step, model_config, step_inputs, trainables
-    from t2i.params import load_params
+    from t2i.params import PLAIN, load_params
     from t2i.text import TextEncoder
 
     torch.set_num_threads(2)
@@ -61,12 +64,12 @@ def measure(captions: int, steps: int, seconds: float) -> dict:
         texts.update(dict.fromkeys(x.captions))
         if len(texts) >= captions:
             break
-    encoder = TextEncoder(p.embed.model, "cpu", p.embed.batch_size)
+    encoder = TextEncoder(p.embed.model, "cpu", p.embed.batch_size, precision)
     encoder.encode(["a warm-up caption"])
     t0 = time.perf_counter()
     emb = encoder.encode(sorted(list(texts)[:captions]))
     embed_s = time.perf_counter() - t0
-    cfg = p.train.model_copy(update={"device": "cpu"})
+    cfg = p.train.model_copy(update={"device": "cpu", **PLAIN})
     t = trainables(cfg, model_config(cfg, emb.shape[1], p.shard.image_size), "cpu")
     x = step_inputs(fake_batch(cfg.batch_size, p.shard.image_size, emb.shape[1]), cfg,
                     torch.Generator().manual_seed(0), "cpu")
@@ -98,17 +101,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0, help="timing of the training step per row (0: none)")
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--precision", choices=["fp64", "fp32"], default="fp64",
+                    help="the text model's arithmetic (embed.precision; fp32: the embed stage before fp64)")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(measure(a.captions, a.steps, a.seconds)))
+        print(json.dumps(measure(a.captions, a.steps, a.seconds, a.precision)))
         return
     clean = {k: v for k, v in os.environ.items() if k not in PINS}
     out = {"cpu": cpu(), "rows": {}}
     for name in a.rows:
         r = subprocess.run([sys.executable, __file__, "--child", "--captions", str(a.captions), "--steps", str(a.steps),
-                            "--seconds", str(a.seconds)],
+                            "--seconds", str(a.seconds), "--precision", a.precision],
                            env={**clean, "HF_HUB_OFFLINE": "1", **ROWS[name]}, capture_output=True, text=True)
         if r.returncode:
             sys.exit(f"numerics_fingerprint: row {name!r} failed: {r.stderr.strip().splitlines()[-1]}")

@@ -21,8 +21,8 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     total = sum(s["count"] for s in read_manifest(src)["splits"].values())  # fails early if missing
     from t2i.text import TextEncoder
 
-    encoder = TextEncoder(cfg.model, cfg.device, cfg.batch_size)
+    encoder = TextEncoder(cfg.model, cfg.device, cfg.batch_size, cfg.precision)
     with Timer() as t, tqdm(total=total, desc="embed", unit="img") as bar:
-        m = embed_shards(src, out, encoder.encode, model=cfg.model, dim=encoder.dim,
+        m = embed_shards(src, out, encoder.encode, model=cfg.model, dim=encoder.dim, precision=cfg.precision,
                          cache_size=cfg.cache_size, progress=bar.update)
     done("embed", t.seconds, f"{m['unique_captions_encoded']} distinct captions, {m['emb_dim']}-d -> {out}")

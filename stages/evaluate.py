@@ -31,7 +31,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     if "phrasing" in cfg.metrics:  # captions of its own, embedded like the training ones
         from t2i.text import TextEncoder
 
-        encode = TextEncoder(config["text_model"], device).encode
+        encode = TextEncoder(config["text_model"], device, precision=p.embed.precision).encode
     D = load_discriminator(at.checkpoints / CHECKPOINT, device) if "d_check" in cfg.metrics else None
     with Timer() as t:
         result = evaluate(generator, evaluator, embedded_urls(at.embeddings, "test"), out, cfg,

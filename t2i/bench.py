@@ -35,8 +35,8 @@ import torch
 from PIL import Image
 
 from t2i.families import BUILT_IN
-from t2i.gan import gan_step, model_config, step_inputs, trainables
-from t2i.params import TrainParams
+from t2i.gan import gan_step, model_config, needs_grounding, step_inputs, trainables
+from t2i.params import LEVERS_OFF, GroundParams, TrainParams
 
 WIDE = 64  # the width of the GPU measurements (ngf = ndf; Reed et al.'s own is ngf 128, ndf 64)
 
@@ -59,11 +59,34 @@ def _rate(fn, units: int, seconds: float = 3.0, warmup: int = 3, device: str = "
 
 
 def fake_batch(batch: int, size: int, emb_dim: int, captions: int = 10, seed: int = 0) -> dict:
-    """A loader-shaped batch of random images, caption embeddings and classes."""
+    """A loader-shaped batch of random images, caption embeddings and classes (free-text
+    captions: the levers' guards go by class and words)."""
     g = torch.Generator().manual_seed(seed)
+    class_id = torch.randint(0, 10, (batch,), generator=g)
     return {"image": torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8),
-            "emb": torch.randn(batch, captions, emb_dim, generator=g),
-            "class_id": torch.randint(0, 10, (batch,), generator=g)}
+            "emb": torch.randn(batch, captions, emb_dim, generator=g), "class_id": class_id,
+            "meta": [{"class_id": int(c)} for c in class_id],
+            "captions": [[f"caption {c} of sample {i}" for c in range(captions)] for i in range(batch)]}
+
+
+def stand_in_grounding(cfg: TrainParams, emb_dim: int, image_size: int, ground: GroundParams = GroundParams()):
+    """An untrained grounding of the ground stage's shape where ``cfg``'s levers read one (a
+    step costs what the grounding's shape costs, whatever its weights), else None."""
+    if not needs_grounding(cfg):
+        return None
+    from t2i.ground import Grounding
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ground.seed)
+        return Grounding(emb_dim, image_size, ground.dim, ground.hidden, ground.width, ground.glimpses)
+
+
+def trainables_for(cfg: TrainParams, emb_dim: int, image_size: int, device: str = "cpu",
+                   ground: GroundParams = GroundParams()):
+    """Fresh trainables for ``cfg`` on data of ``emb_dim`` and ``image_size`` (with a stand-in grounding)."""
+    grounding = stand_in_grounding(cfg, emb_dim, image_size, ground)
+    dim = grounding.config["dim"] if grounding is not None and cfg.text == "grounded" else emb_dim
+    return trainables(cfg, model_config(cfg, dim, image_size), device, ground=grounding)
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
@@ -106,18 +129,20 @@ def base_widths(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384) -> d
 
 
 def train_step(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, device: str = "cpu",
-               seconds: float = 3.0) -> dict:
-    """Images/s and FLOPs per image of ``gan_step`` for ``cfg`` (any family) on random inputs."""
-    model_cfg = model_config(cfg, emb_dim, image_size)
-    x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), cfg, torch.Generator().manual_seed(0), device)
-    eager = trainables(cfg.model_copy(update={"compile": False}), model_cfg, device)  # counted on eager modules
+               seconds: float = 3.0, ground: GroundParams = GroundParams()) -> dict:
+    """Images/s and FLOPs per image of ``gan_step`` for ``cfg`` (any family, its levers on as
+    set) on random inputs."""
+    eager = trainables_for(cfg.model_copy(update={"compile": False}), emb_dim, image_size, device, ground)  # counted eager
+    x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), cfg, torch.Generator().manual_seed(0), device,
+                    eager)
     flops = flops_of(lambda: gan_step(eager, x, cfg))
-    t = trainables(cfg, model_cfg, device)
+    t = trainables_for(cfg, emb_dim, image_size, device, ground)
     img_s = _rate(lambda: gan_step(t, x, cfg), cfg.batch_size, seconds, device=device)
     return {"img_s": img_s, "flops_per_img": flops / cfg.batch_size}
 
 
-def shards_step(cfg: TrainParams, urls: list[str], device: str = "cpu", seconds: float = 3.0) -> float:
+def shards_step(cfg: TrainParams, urls: list[str], device: str = "cpu", seconds: float = 3.0,
+                ground: GroundParams = GroundParams()) -> float:
     """Images/s of what ``t2i train`` does per step: the next batch from the training loader
     over ``urls`` (built once, ``cfg.workers`` processes, pinned on CUDA), its random draws and
     upload (``step_inputs``), then ``gan_step``; beside ``train_step`` on one fixed batch, the
@@ -130,28 +155,28 @@ def shards_step(cfg: TrainParams, urls: list[str], device: str = "cpu", seconds:
                     pin_memory=device.startswith("cuda"))
     feed = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
     first = next(feed)
-    t = trainables(cfg, model_config(cfg, first["emb"].shape[-1], first["image"].shape[-1]), device)
+    t = trainables_for(cfg, first["emb"].shape[-1], first["image"].shape[-1], device, ground)
     g = torch.Generator().manual_seed(0)
-    return _rate(lambda: gan_step(t, step_inputs(next(feed), cfg, g, device), cfg), cfg.batch_size, seconds,
+    return _rate(lambda: gan_step(t, step_inputs(next(feed), cfg, g, device, t), cfg), cfg.batch_size, seconds,
                  device=device)
 
 
 def compile_rates(cfg: TrainParams, image_size: int = 64, emb_dim: int = 384, device: str = "cpu",
-                  seconds: float = 3.0, modes: tuple[str, ...] = ("default", "reduce-overhead")) -> dict:
+                  seconds: float = 3.0, modes: tuple[str, ...] = ("default", "reduce-overhead"),
+                  ground: GroundParams = GroundParams()) -> dict:
     """Images/s of ``gan_step`` on one fixed batch with the pass modules eager and compiled in
     each ``torch.compile`` mode (``reduce-overhead`` captures CUDA graphs: what a launch-bound
     step may gain), timed in one run; and each mode's compile time (its warm-up). Not a
     ``t2i bench`` row: ``scripts/gpu_check.py`` runs it on a GPU, where it may pay."""
     import dataclasses
 
-    model_cfg = model_config(cfg, emb_dim, image_size)
     eager = cfg.model_copy(update={"compile": False})
-    x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), eager, torch.Generator().manual_seed(0), device)
-    t = trainables(eager, model_cfg, device)
+    t = trainables_for(eager, emb_dim, image_size, device, ground)
+    x = step_inputs(fake_batch(cfg.batch_size, image_size, emb_dim), eager, torch.Generator().manual_seed(0), device, t)
     out = {"eager": _rate(lambda: gan_step(t, x, eager), cfg.batch_size, seconds, device=device)}
     for mode in modes:
         torch._dynamo.reset()  # each mode compiles from scratch
-        t = trainables(eager, model_cfg, device)
+        t = trainables_for(eager, emb_dim, image_size, device, ground)
         passes = ("g_passes", "d_passes", "d_fakes")
         t = dataclasses.replace(t, **{k: torch.compile(getattr(t, k), mode=mode) for k in passes})
         start = time.perf_counter()
@@ -213,26 +238,38 @@ def embed_rate(captions: list[str], model: str = "all-MiniLM-L6-v2", batch_size:
             "distinct": len(set(captions)), "captions": len(captions)}
 
 
-def peak_rss_of_training(urls: list[str], cfg: TrainParams, emb_dim: int, image_size: int) -> float:
-    """Peak resident memory (MiB) of a one-epoch training run in a fresh process."""
+def peak_rss_of_training(urls: list[str], cfg: TrainParams, emb_dim: int, image_size: int,
+                         ground: GroundParams = GroundParams()) -> float:
+    """Peak resident memory (MiB) of a one-epoch training run in a fresh process (with a
+    stand-in grounding where the levers read one)."""
     code = (
         "import sys, json, resource\n"
         "from t2i.params import TrainParams\n"
         "from t2i.train import DataSpec, training_loop\n"
         "a = json.loads(sys.argv[1])\n"
+        "if a['ground']:\n"
+        "    from t2i.ground import load_grounding\n"
+        "    a['ground'] = load_grounding(a['ground'])\n"
         "training_loop(a['urls'], a['out'], TrainParams(**a['cfg']), data=DataSpec(a['emb_dim'], a['size'], 'bench'),"
-        " progress=False)\n"
+        " ground=a['ground'], progress=False)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     with tempfile.TemporaryDirectory() as tmp:
+        grounding = stand_in_grounding(cfg, emb_dim, image_size, ground)
+        if grounding is not None:
+            from t2i.ground import save_grounding
+
+            save_grounding(grounding, Path(tmp) / "ground.pt")
         arg = json.dumps({"urls": urls, "out": tmp, "cfg": {**cfg.model_dump(), "epochs": 1}, "emb_dim": emb_dim,
-                          "size": image_size})
+                          "size": image_size, "ground": str(Path(tmp) / "ground.pt") if grounding is not None else None})
         r = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True)
     return int(r.stdout.split()[-1]) / 1024  # Linux reports KiB
 
 
 def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, image_size: int = 64,
-        captions: list[str] | None = None, device: str = "cpu", seconds: float = 3.0) -> dict:
-    """Every row that the inputs allow (``urls``: embedded train shards; ``captions``: for embed)."""
+        captions: list[str] | None = None, device: str = "cpu", seconds: float = 3.0,
+        ground: GroundParams = GroundParams()) -> dict:
+    """Every row that the inputs allow (``urls``: embedded train shards; ``captions``: for embed).
+    Where ``cfg``'s levers read a grounding, the steps run with an untrained one of ``ground``'s shape."""
     from t2i.device import pick_precision
 
     cfg = cfg.model_copy(update={"precision": pick_precision(cfg.precision, device)})
@@ -246,18 +283,20 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
     for _ in range(2):  # two interleaved rounds, the best of each kept: load and warm-up hit both sides
         for name, width in (("here", {}), ("wide", wide)):
             for key, update in ((name, width), (name + "_eager", {**width, **eager})):
-                r = train_step(cfg.model_copy(update=update), image_size, emb_dim, device, seconds)
+                r = train_step(cfg.model_copy(update=update), image_size, emb_dim, device, seconds, ground)
                 if r["img_s"] > rows.get(key, {"img_s": 0})["img_s"]:
                     rows[key] = r
         for arch in BUILT_IN:
-            r = train_step(cfg.model_copy(update={"arch": arch, **eager}), image_size, emb_dim, device, seconds)
+            r = train_step(cfg.model_copy(update={"arch": arch, **eager}), image_size, emb_dim, device, seconds, ground)
             if r["img_s"] > rows.get(arch, {"img_s": 0})["img_s"]:
                 rows[arch] = r
     peak = matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32, device=device)
     here = rows["here"]
     results["family"] = {arch: {**base_widths(cfg.model_copy(update={"arch": arch}), image_size, emb_dim), **rows[arch]}
                          for arch in BUILT_IN}
-    results["train"] = {"arch": cfg.arch, **base_widths(cfg, image_size, emb_dim), "batch_size": cfg.batch_size, "precision": cfg.precision,
+    levers = {k: getattr(cfg, k) for k, off in LEVERS_OFF.items() if getattr(cfg, k) != off}
+    results["train"] = {"arch": cfg.arch, "levers": levers, **base_widths(cfg, image_size, emb_dim),
+                        "batch_size": cfg.batch_size, "precision": cfg.precision,
                         "channels_last": cfg.channels_last, "compile": cfg.compile, **here,
                         "fp32_eager_img_s": rows["here_eager"]["img_s"],
                         "speedup": here["img_s"] / rows["here_eager"]["img_s"],
@@ -268,14 +307,14 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
     if urls:  # the step fed from the shards against the step on one fixed batch, in interleaved rounds
         shards = fixed = 0.0
         for _ in range(2):
-            fixed = max(fixed, train_step(cfg, image_size, emb_dim, device, seconds)["img_s"])
-            shards = max(shards, shards_step(cfg, urls, device, seconds))
+            fixed = max(fixed, train_step(cfg, image_size, emb_dim, device, seconds, ground)["img_s"])
+            shards = max(shards, shards_step(cfg, urls, device, seconds, ground))
         results["shards"] = {"img_s": shards, "fixed_batch_img_s": fixed, "ratio": shards / fixed,
                              "workers": cfg.workers}
         delivered = loader_rate(urls, cfg.batch_size, cfg.workers)
         consumed = here["img_s"] / cfg.batch_size
         results["load"] = {"batches_s": delivered, "trainer_batches_s": consumed, "ratio": delivered / consumed}
-        results["memory"] = {"peak_rss_mib": peak_rss_of_training(urls, cfg, emb_dim, image_size)}
+        results["memory"] = {"peak_rss_mib": peak_rss_of_training(urls, cfg, emb_dim, image_size, ground)}
     results["shard"] = {"img_s": shard_rate(image_size=image_size), "image_size": image_size}
     if captions:
         results["embed"] = embed_rate(captions)
@@ -288,7 +327,8 @@ def table(r: dict) -> str:
     """The results as printed rows (docs/performance.md quotes them)."""
     t = r["train"]
     mode = t["precision"] + (" channels_last" if t["channels_last"] else "") + (" compiled" if t["compile"] else "")
-    rows = [("train", f"{t['arch']}: {t['img_s']:.0f} img/s ({mode}) vs {t['fp32_eager_img_s']:.0f} fp32 eager: {t['speedup']:.2f}x "
+    levers = " ".join(f"{k}={v}" for k, v in t.get("levers", {}).items()) or "no levers"
+    rows = [("train", f"{t['arch']} ({levers}): {t['img_s']:.0f} img/s ({mode}) vs {t['fp32_eager_img_s']:.0f} fp32 eager: {t['speedup']:.2f}x "
                       f"at ngf={t['ngf']} ndf={t['ndf']} batch {t['batch_size']}; at width {WIDE}/{WIDE} "
                       f"{t['wide_img_s']:.0f} vs {t['wide_fp32_eager_img_s']:.0f}: {t['wide_speedup']:.2f}x; "
                       f"{t['flops_per_img'] / 1e9:.2f} GFLOP/img, {100 * t['peak_share']:.0f}% of the measured "

@@ -27,3 +27,10 @@ def pick_precision(precision: str, device: str) -> str:
     if precision != "auto":
         return precision
     return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+# The environment that pins the CPU math libraries' kernel choice to AVX2 (MKL's conditional
+# numerical reproducibility, ATen's vector width, oneDNN's instruction set): on a CPU with wider
+# vectors, the kernels another CPU kind would run. Tests and scripts/numerics_fingerprint.py use
+# it to stand in for another machine (docs/reliability.md).
+PINNED_ISA = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}

@@ -155,6 +155,11 @@ def fingerprint(model: Grounding) -> str:
     return h.hexdigest()
 
 
+def save_grounding(model: Grounding, path: str | os.PathLike) -> None:
+    """``model`` as ``load_grounding`` reads it: its config and weights."""
+    save_torch({"config": model.config, "state_dict": model.state_dict()}, Path(path))
+
+
 def load_grounding(path: str | os.PathLike, device: str = "cpu") -> Grounding:
     """A saved Grounding, frozen, in eval mode; a missing or unreadable file is a T2IError."""
     return load_model(path, Grounding, "grounding", "run the ground stage first (dvc repro ground)",
@@ -204,7 +209,7 @@ def train_grounding(train_urls: list[str], out_dir: str | os.PathLike, cfg: Grou
         model.eval().requires_grad_(False)
         metrics = report(model, *test, probes, device=device) if test is not None and probes is not None else {}
         with atomic_dir(Path(out_dir)) as tmp:
-            save_torch({"config": model.config, "state_dict": model.state_dict()}, tmp / FILE)
+            save_grounding(model, tmp / FILE)
             (tmp / METRICS).write_bytes(dump_json({**metrics, "train/loss": losses[-1]}))
         return {"steps": steps, "loss": losses, "seconds": round(time.perf_counter() - start, 1), **metrics}
     finally:

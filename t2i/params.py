@@ -127,6 +127,7 @@ class ShardParams(Section):
 class EmbedParams(Section):
     model: str = Field("all-MiniLM-L6-v2", min_length=1)  # name, hub id or local folder
     batch_size: int = Field(256, ge=1)
+    precision: Literal["fp64", "fp32"] = "fp64"  # the text model's arithmetic: fp64 gives the same bytes on every CPU, fp32 is ~2x faster
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     cache_size: int = Field(100_000, ge=0)  # captions kept across shards to encode repeats once
 
@@ -198,14 +199,14 @@ class TrainParams(Section):
     kl_coef: float = Field(1.0, ge=0)  # weight of CA's KL term to N(0, I) (used when ca)
     ms_coef: float = Field(1.0, ge=0)  # mode-seeking term (MSGAN): two noises per caption (0 = off)
     captions_per_step: int = Field(1, ge=1)  # mean of this many random captions per image
-    text: Literal["sentence", "grounded"] = "sentence"  # what G and D see: the sentence embedding, or its grounded code (t2i/ground.py)
-    match_coef: float = Field(0.0, ge=0)  # G's matching loss through the grounding's image encoder (0 = off)
+    text: Literal["sentence", "grounded"] = "grounded"  # what G and D see: the sentence embedding, or its grounded code (t2i/ground.py)
+    match_coef: float = Field(1.0, ge=0)  # G's matching loss through the grounding's image encoder (0 = off)
     match_temperature: float = Field(0.1, gt=0)  # of that loss's softmax over the batch's captions
     wrong: Literal["class", "hard"] = "class"  # D's wrong captions: another class's, or hard ones that do not describe the image
     hard_fraction: float = Field(0.5, ge=0, le=1)  # with wrong: hard, the share that is the most similar such caption
     hard_max_cos: float = Field(0.9, gt=-1, le=1)  # with wrong: hard on free text: no wrong caption this close to the true one
     ac_coef: float = Field(0.0, ge=0)  # AC-GAN attribute heads on D (an upper bound: needs attribute labels; 0 = off)
-    d_contrast_coef: float = Field(0.0, ge=0)  # D ranks each real image's own caption over batch captions that do not describe it (0 = off)
+    d_contrast_coef: float = Field(1.0, ge=0)  # D ranks each real image's own caption over batch captions that do not describe it (0 = off)
     d_contrast_negatives: int = Field(8, ge=1)  # those captions per image: the most similar ones (in what D sees)
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
@@ -254,14 +255,18 @@ class TrainParams(Section):
         # nproc_per_node is how the stage starts (the record's world_size says what it did);
         # sync_bn is recorded only when on, so files of runs without it stay byte-identical.
         off = ("sync_bn",) if not self.sync_bn else ()
-        # So are the levers added since (docs/experiments.md) when at their defaults.
-        off += tuple(k for k in LEVERS if getattr(self, k) == TrainParams.model_fields[k].default)
+        # So are the levers added since (docs/experiments.md) when off.
+        off += tuple(k for k, v in LEVERS_OFF.items() if getattr(self, k) == v)
         return self.model_dump(exclude={"checkpoint_every", "nproc_per_node", *off, *unread})
 
 
-# TrainParams keys recorded with the weights only when set: runs without them keep the bytes they had.
-LEVERS = ("text", "match_coef", "match_temperature", "wrong", "hard_fraction", "hard_max_cos", "ac_coef",
-          "d_contrast_coef", "d_contrast_negatives")
+# The levers for what a caption names (docs/experiments.md), as Reed et al.'s plain GAN-CLS has
+# them: off. Recorded with the weights only when not these, so that runs without them keep the
+# bytes they had.
+LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "wrong": "class", "hard_fraction": 0.5,
+              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8}
+# The default levers turned off: the plain GAN-CLS (or DF-GAN) recipe, which needs no grounding.
+PLAIN = {k: LEVERS_OFF[k] for k in ("text", "match_coef", "d_contrast_coef")}
 
 
 class EvaluatorParams(Section):

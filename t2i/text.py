@@ -31,9 +31,18 @@ def resolve(name: str) -> tuple[str, bool]:
 
 
 class TextEncoder:
-    """A loaded sentence-transformers model: ``encode(list[str]) -> (N, dim) float32``."""
+    """A loaded sentence-transformers model: ``encode(list[str]) -> (N, dim) float32``.
 
-    def __init__(self, name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 256):
+    ``precision`` is the model's arithmetic (``embed.precision``). In fp32 the CPU math libraries
+    pick their kernels by the CPU, which sum in another order, so two CPU kinds give embeddings
+    that differ in the last bits (and so everything trained on them). In fp64 those differences
+    stay far below float32's resolution: the result, rounded to float32, has the same bytes on
+    every CPU tried (docs/reliability.md), for about twice the time."""
+
+    def __init__(self, name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 256,
+                 precision: str = "fp64"):
+        if precision not in ("fp64", "fp32"):
+            raise T2IError(f"embed.precision {precision!r}: expected fp64 or fp32")
         target, local = resolve(name)
         if local:  # must be set before the first Hugging Face import
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,7 +56,9 @@ class TextEncoder:
         except (OSError, ValueError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise T2IError(f"cannot load text model {name!r}: {msg}") from None
-        self.name = name
+        if precision == "fp64":
+            self.model.double()
+        self.name, self.precision = name, precision
         self.batch_size = batch_size
         self.dim = int(self.model.get_embedding_dimension())
 

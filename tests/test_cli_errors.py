@@ -139,7 +139,8 @@ def test_embed_truncated_shard(tmp_path, build_shards, damage, tree_hashes, left
 
 
 TINY_TRAIN = ["-S", "train.epochs=1", "-S", "train.batch_size=4", "-S", "train.ngf=8", "-S", "train.ndf=8",
-              "-S", "train.threads=1", "-S", "evaluator.epochs=1", "-S", "evaluator.threads=1"]
+              "-S", "train.threads=1", "-S", "evaluator.epochs=1", "-S", "evaluator.threads=1",
+              "-S", "train.text=sentence", "-S", "train.match_coef=0", "-S", "train.d_contrast_coef=0"]  # no grounding
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from t2i.bench import fake_batch, train_step
 from t2i.checkpoint import GENERATOR, load_generator
 from t2i.families.gan_cls import ModelConfig
 from t2i.gan import gan_step, step_inputs, trainables
-from t2i.params import TrainParams
+from t2i.params import PLAIN, TrainParams
 from tests.test_train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.parametrize("fast", [{"precision": "fp32"}, {"precision": "bf16", "channels_last": True}])
 def test_gan_step_on_cuda_updates_both_models(fast):
-    cfg = TrainParams(ngf=16, ndf=16, batch_size=16, device="cuda", **fast)
+    cfg = TrainParams(ngf=16, ndf=16, batch_size=16, device="cuda", **PLAIN, **fast)
     t = trainables(cfg, ModelConfig(emb_dim=32, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=16, ndf=16, image_size=64, ca=False),
                    "cuda")
     assert all(g["fused"] for opt in (t.opt_g, t.opt_d) for g in opt.param_groups)
@@ -48,7 +48,7 @@ def test_bench_times_the_cuda_step():
 def test_df_gan_step_with_ma_gp_on_cuda(fast):
     from t2i.gan import model_config
 
-    cfg = TrainParams(arch="df-gan", batch_size=16, device="cuda", df_gan={"ngf": 16, "ndf": 16}, **fast)
+    cfg = TrainParams(arch="df-gan", batch_size=16, device="cuda", df_gan={"ngf": 16, "ndf": 16}, **PLAIN, **fast)
     t = trainables(cfg, model_config(cfg, 32, 64), "cuda")
     before = [p.detach().clone() for p in (*t.G.parameters(), *t.D.parameters())]
     out = gan_step(t, step_inputs(fake_batch(16, 64, 32), cfg, torch.Generator().manual_seed(0), "cuda"), cfg)

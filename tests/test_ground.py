@@ -14,10 +14,16 @@ from t2i.gan import gan_step, hard_mismatched, model_config, step_inputs, traina
 from t2i.ground import Grounding, load_grounding, train_grounding
 from t2i.losses import contrastive_loss, ranking_loss
 from t2i.named import fits
-from t2i.params import GroundParams, TrainParams
+from t2i.params import PLAIN, GroundParams, TrainParams
 from t2i.train import DataSpec, training_loop
 
-TINY = dict(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2, shuffle_buffer=16, threads=1)
+TINY = dict(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2, shuffle_buffer=16, threads=1, **PLAIN)
+
+
+def tiny(**levers) -> TrainParams:
+    """The tiny plain run with ``levers`` on."""
+    return TrainParams(**{**TINY, **levers})
+
 DATA = DataSpec(emb_dim=16, image_size=32, text_model="bag-of-words")
 TINY_GROUND = GroundParams(epochs=2, batch_size=8, dim=8, hidden=16, width=8, glimpses=2, threads=1)
 LEVERS = dict(text="grounded", match_coef=0.5, wrong="hard", ac_coef=0.5, d_contrast_coef=0.5, d_contrast_negatives=3)
@@ -148,7 +154,7 @@ def test_d_contrast_ranks_own_captions_and_reaches_d_image_features_and_text_pat
     D has learnt the pairs; its gradient reaches D's image layers and its text path, not G."""
     from t2i.families.common import d_contrast
 
-    cfg = TrainParams(**TINY, arch=arch, d_contrast_coef=1.0, d_contrast_negatives=4)
+    cfg = tiny(arch=arch, d_contrast_coef=1.0, d_contrast_negatives=4)
     batch = next(batches(train_urls, 8))
     t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size))
     x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
@@ -223,7 +229,7 @@ def test_the_stage_reports_checks_and_cosines(make_embedded, tmp_path):
 def test_the_matching_term_is_lower_for_aligned_pairs_and_reaches_g_only(train_urls, grounding):
     from t2i.families.common import Loss, shared_g_terms
 
-    cfg = TrainParams(**TINY, match_coef=1.0)
+    cfg = tiny(match_coef=1.0)
     batch = next(batches(train_urls, 8))
     t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size), ground=grounding)
     x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
@@ -238,10 +244,11 @@ def test_the_matching_term_is_lower_for_aligned_pairs_and_reaches_g_only(train_u
 
 
 def test_levers_off_draw_and_record_as_before(train_urls):
-    """With the new levers at their defaults a step's inputs and the stored record are what they
-    were (the default run's files stay byte-identical), whatever a grounding is given."""
-    cfg = TrainParams(**TINY)
-    assert not set(LEVERS) & set(cfg.recorded()) and set(LEVERS) <= set(TrainParams(**TINY, **LEVERS).recorded())
+    """With the levers off a step's inputs and the stored record are what they were before the
+    levers existed (the plain run's files stay byte-identical); on, as by default, they are recorded."""
+    cfg = tiny()
+    assert not set(LEVERS) & set(cfg.recorded()) and set(LEVERS) <= set(tiny(**LEVERS).recorded())
+    assert set(PLAIN) <= set(TrainParams().recorded())
     batch = next(batches(train_urls, 8))
     x = step_inputs(batch, cfg, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
@@ -254,7 +261,7 @@ def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, 
     """A generator trained on the grounded code carries its text head: loaded alone, it turns a
     sentence embedding into the same image as the trained G behind the grounding's head."""
     seen = {}
-    training_loop(train_urls, tmp_path, TrainParams(**TINY, **LEVERS), data=data, progress=False, ground=grounding,
+    training_loop(train_urls, tmp_path, tiny(**LEVERS), data=data, progress=False, ground=grounding,
                   on_step=lambda step, G, D: seen.update(G=G, D=D))
     G, config = load_generator(tmp_path / GENERATOR)
     z, emb = torch.randn(4, 8), torch.randn(4, 16)
@@ -274,7 +281,7 @@ def test_resume_with_every_new_term_equals_uninterrupted(train_urls, grounding, 
     from tests.test_train import same, weights
 
     def run(out, on_step=None):
-        return training_loop(train_urls, out, TrainParams(**TINY, **LEVERS, checkpoint_every=2), data=data,
+        return training_loop(train_urls, out, tiny(**LEVERS, checkpoint_every=2), data=data,
                              progress=False, ground=grounding, on_step=on_step)
 
     run(tmp_path / "full")
@@ -294,7 +301,7 @@ def test_resume_with_every_new_term_equals_uninterrupted(train_urls, grounding, 
 def test_the_attribute_heads_learn_real_labels_and_ask_g_for_the_named_ones(train_urls, data):
     """AC-GAN's term: D classifies the real images' attributes; G is asked only for those its
     caption names; both enter the losses by weight, and the heads are D's (its optimiser's)."""
-    cfg = TrainParams(**TINY, ac_coef=1.0)
+    cfg = tiny(ac_coef=1.0)
     batch = next(batches(train_urls, 8))
     t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size), attributes=data.attributes)
     assert t.heads is t.D.attribute_heads
@@ -317,8 +324,8 @@ def test_a_run_needing_the_grounding_says_so_without_it(train_urls, tmp_path):
     from t2i import T2IError
 
     with pytest.raises(T2IError, match="no attribute labels"):
-        trainables(TrainParams(**TINY, ac_coef=1.0), model_config(TrainParams(**TINY), DATA.emb_dim, DATA.image_size))
+        trainables(tiny(ac_coef=1.0), model_config(tiny(), DATA.emb_dim, DATA.image_size))
     with pytest.raises(T2IError, match="run the ground stage first"):
-        training_loop(train_urls, tmp_path, TrainParams(**TINY, match_coef=1.0), data=DATA, progress=False)
+        training_loop(train_urls, tmp_path, tiny(match_coef=1.0), data=DATA, progress=False)
     with pytest.raises(T2IError, match="missing grounding"):
         load_grounding(tmp_path / "nope.pt")

@@ -8,7 +8,7 @@ import yaml
 from t2i import T2IError
 from pydantic import BaseModel, ValidationError
 
-from t2i.params import DATASETS, FAMILY, GAN_CLS_ONLY, Params, TrainParams, load_params
+from t2i.params import DATASETS, FAMILY, GAN_CLS_ONLY, PLAIN, Params, TrainParams, load_params
 
 REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 
@@ -102,13 +102,15 @@ def test_epochs_and_batch_size_null_mean_the_familys_own():
 
 
 def test_a_gan_cls_record_is_what_it_was_before_families():
-    """generator.pt of a GAN-CLS run stores exactly the keys it stored before train.arch existed,
-    so the default run's files stay byte-identical; a DF-GAN record holds only what it reads."""
+    """generator.pt of a plain GAN-CLS run stores exactly the keys it stored before train.arch and
+    the levers existed, so its files stay byte-identical; the default adds its levers; a DF-GAN
+    record holds only what it reads."""
     before = ["epochs", "batch_size", "lr", "beta1", "beta2", "z_dim", "proj_dim", "ngf", "ndf", "cls", "int_coef",
               "int_beta", "l1_coef", "fm_coef", "label_smoothing", "ca", "kl_coef", "ms_coef", "captions_per_step",
               "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads", "workers",
               "log_every"]
-    assert list(TrainParams().recorded()) == before
+    assert list(TrainParams(**PLAIN).recorded()) == before
+    assert set(TrainParams().recorded()) == set(before) | set(PLAIN)
     df = TrainParams(arch="df-gan").recorded()
     assert df["arch"] == "df-gan" and df["df_gan"]["magp_power"] == 6.0 and not set(GAN_CLS_ONLY) & set(df)
 

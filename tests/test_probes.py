@@ -7,11 +7,11 @@ import torch
 from t2i import probes
 from t2i.checkpoint import GENERATOR
 from t2i.data.loader import batches, embedded_urls, to_float
-from t2i.params import load_params
+from t2i.params import PLAIN, load_params
 from t2i.train import DataSpec, training_loop
 
 TINY = ["train.ngf=8", "train.ndf=8", "train.epochs=2", "train.batch_size=8", "train.z_dim=8", "train.proj_dim=8",
-        "train.checkpoint_every=3"]
+        "train.checkpoint_every=3", *(f"train.{k}={v}" for k, v in PLAIN.items())]  # plain: no grounding
 
 
 def test_d_check_is_logged_every_epoch_and_leaves_the_weights_as_they_were(make_embedded, tmp_path):

@@ -11,10 +11,11 @@ import torch
 from t2i import T2IError
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_generator, resume_blockers
 from t2i.gan import mismatched, pick_captions
-from t2i.params import TrainParams
+from t2i.params import PLAIN, TrainParams
 from t2i.train import DataSpec, training_loop
 
-TINY = dict(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2, shuffle_buffer=16, threads=1)
+# The plain recipe (the default levers off: no grounding to train); tests/test_ground.py tests the levers.
+TINY = dict(ngf=8, ndf=8, z_dim=8, proj_dim=8, batch_size=8, epochs=2, shuffle_buffer=16, threads=1, **PLAIN)
 DATA = DataSpec(emb_dim=16, image_size=32, text_model="bag-of-words")
 
 

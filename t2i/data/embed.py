@@ -63,9 +63,10 @@ def read_captions(sample: dict, where: str) -> list[str]:
     return lines
 
 
-def embed_shards(shards: Path, out: Path, encode: Encode, *, model: str, dim: int,
+def embed_shards(shards: Path, out: Path, encode: Encode, *, model: str, dim: int, precision: str | None = None,
                  cache_size: int = 100_000, progress=None) -> dict:
-    """Write embedded copies of every shard listed in ``shards/manifest.json`` to ``out``."""
+    """Write embedded copies of every shard listed in ``shards/manifest.json`` to ``out``
+    (``precision``: the text model's arithmetic, recorded in the manifest when given)."""
     shards, out = Path(shards), Path(out)
     manifest = read_manifest(shards)
     jobs = []
@@ -105,6 +106,7 @@ def embed_shards(shards: Path, out: Path, encode: Encode, *, model: str, dim: in
             "text_model": model,
             "emb_dim": dim,
             "emb_dtype": "float16",
+            **({"text_precision": precision} if precision else {}),
             "unique_captions_encoded": cache.encoded,
             **({"probes": probes.FILE} if spec is not None else {}),
         }
