@@ -27,7 +27,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
         emb_dim, size = first[0]["emb"].shape[-1], first[0]["image"].shape[-1]
         captions = [c for b in first for cs in b["captions"] for c in cs]
     results = bench.run(p.train, urls=urls, emb_dim=emb_dim, image_size=size, captions=captions,
-                        device=pick_device(p.train.device), ground=p.ground)
+                        device=pick_device(p.train.device), ground=p.ground, embed_precision=p.embed.precision)
     write_json_atomic(at.bench, results)
     typer.echo(bench.table(results))
     typer.echo(f"bench: -> {at.bench}")

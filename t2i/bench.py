@@ -15,7 +15,7 @@ machine whose absolute numbers do not:
 - ``shard``: images/s decoding, cropping, resizing and writing full-size (500x375) JPEGs;
 - ``embed``: captions/s of the embed stage's path (each distinct caption encoded once, sorted)
   against plain ``SentenceTransformer.encode`` on the same captions, and the cosine similarity
-  of the two outputs;
+  of the two outputs; and plain encode in ``embed.precision`` against fp32;
 - ``memory``: the peak resident memory of a short training run in a fresh process.
 """
 
@@ -219,13 +219,21 @@ def shard_rate(n: int = 64, size: tuple[int, int] = (500, 375), image_size: int 
         return n / (time.perf_counter() - start)
 
 
-def embed_rate(captions: list[str], model: str = "all-MiniLM-L6-v2", batch_size: int = 256) -> dict:
-    """Captions/s of the embed path (distinct captions once, sorted) vs plain encode, and their cosine."""
+def embed_rate(captions: list[str], model: str = "all-MiniLM-L6-v2", batch_size: int = 256,
+               precision: str | None = None) -> dict:
+    """Captions/s of the embed path (distinct captions once, sorted) vs plain encode, and their
+    cosine, in ``precision`` (None: embed.precision's default); and plain encode in fp32, the
+    price of fp64's same bytes on every CPU."""
     from t2i.data.embed import CaptionCache
     from t2i.text import TextEncoder
 
-    encoder = TextEncoder(model, "cpu", batch_size)
-    encoder.encode(["a warm-up caption"])  # first-call costs count for neither side
+    fp32 = TextEncoder(model, "cpu", batch_size, "fp32")
+    encoder = TextEncoder(model, "cpu", batch_size, precision)
+    for e in (fp32, encoder):
+        e.encode(["a warm-up caption"])  # first-call costs count for no side
+    start = time.perf_counter()
+    fp32.model.encode(captions, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    fp32_s = len(captions) / (time.perf_counter() - start)
     start = time.perf_counter()
     ours = CaptionCache(encoder.encode).lookup(captions)
     ours_s = len(captions) / (time.perf_counter() - start)
@@ -235,7 +243,8 @@ def embed_rate(captions: list[str], model: str = "all-MiniLM-L6-v2", batch_size:
     a, b = ours.astype(np.float32), plain.astype(np.float32)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return {"captions_s": ours_s, "plain_captions_s": plain_s, "min_cosine": float(cos.min()),
-            "distinct": len(set(captions)), "captions": len(captions)}
+            "distinct": len(set(captions)), "captions": len(captions), "precision": encoder.precision,
+            "fp32_plain_captions_s": fp32_s}
 
 
 def peak_rss_of_training(urls: list[str], cfg: TrainParams, emb_dim: int, image_size: int,
@@ -267,7 +276,7 @@ def peak_rss_of_training(urls: list[str], cfg: TrainParams, emb_dim: int, image_
 
 def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, image_size: int = 64,
         captions: list[str] | None = None, device: str = "cpu", seconds: float = 3.0,
-        ground: GroundParams = GroundParams()) -> dict:
+        ground: GroundParams = GroundParams(), embed_precision: str | None = None) -> dict:
     """Every row that the inputs allow (``urls``: embedded train shards; ``captions``: for embed).
     Where ``cfg``'s levers read a grounding, the steps run with an untrained one of ``ground``'s shape."""
     from t2i.device import pick_precision
@@ -317,7 +326,7 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
         results["memory"] = {"peak_rss_mib": peak_rss_of_training(urls, cfg, emb_dim, image_size, ground)}
     results["shard"] = {"img_s": shard_rate(image_size=image_size), "image_size": image_size}
     if captions:
-        results["embed"] = embed_rate(captions)
+        results["embed"] = embed_rate(captions, precision=embed_precision)
         results["embed"]["ratio"] = results["embed"]["captions_s"] / results["embed"]["plain_captions_s"]
     results["rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
@@ -357,7 +366,9 @@ def table(r: dict) -> str:
     if "embed" in r:
         e = r["embed"]
         rows.append(("embed", f"{e['captions_s']:.0f} captions/s vs plain encode {e['plain_captions_s']:.0f}: "
-                              f"{e['ratio']:.1f}x ({e['distinct']} distinct of {e['captions']}), min cosine {e['min_cosine']:.4f}"))
+                              f"{e['ratio']:.1f}x ({e['distinct']} distinct of {e['captions']}), min cosine {e['min_cosine']:.4f}; "
+                              f"plain encode in {e['precision']} vs fp32: "
+                              f"{e['plain_captions_s'] / e['fp32_plain_captions_s']:.2f}x the captions/s"))
     if "memory" in r:
         rows.append(("memory", f"peak RSS of a one-epoch training run: {r['memory']['peak_rss_mib']:.0f} MiB"))
     return "\n".join(f"{name:<7} {text}" for name, text in rows)

@@ -33,14 +33,18 @@ def resolve(name: str) -> tuple[str, bool]:
 class TextEncoder:
     """A loaded sentence-transformers model: ``encode(list[str]) -> (N, dim) float32``.
 
-    ``precision`` is the model's arithmetic (``embed.precision``). In fp32 the CPU math libraries
-    pick their kernels by the CPU, which sum in another order, so two CPU kinds give embeddings
-    that differ in the last bits (and so everything trained on them). In fp64 those differences
-    stay far below float32's resolution: the result, rounded to float32, has the same bytes on
-    every CPU tried (docs/reliability.md), for about twice the time."""
+    ``precision`` is the model's arithmetic (``embed.precision``; None: its default). In fp32 the
+    CPU math libraries pick their kernels by the CPU and sum in another order, so two CPU kinds
+    give embeddings that differ in the last bits (and so does everything trained on them). In
+    fp64 those differences stay far below float32's resolution: rounded to float32, the result
+    had the same bytes under every kernel choice tried (docs/reliability.md), for about twice
+    the time."""
 
     def __init__(self, name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 256,
-                 precision: str = "fp64"):
+                 precision: str | None = None):
+        from t2i.params import EmbedParams
+
+        precision = precision or EmbedParams.model_fields["precision"].default
         if precision not in ("fp64", "fp32"):
             raise T2IError(f"embed.precision {precision!r}: expected fp64 or fp32")
         target, local = resolve(name)

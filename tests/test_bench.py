@@ -44,6 +44,7 @@ def test_embed_row_compares_with_plain_encode():
     e = bench.embed_rate(captions)
     assert e["distinct"] == 20 and e["captions"] == 60
     assert e["min_cosine"] > 0.99 and e["captions_s"] > 0 and e["plain_captions_s"] > 0
+    assert e["precision"] == "fp64" and e["fp32_plain_captions_s"] > 0
 
 
 @pytest.mark.slow

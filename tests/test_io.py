@@ -78,8 +78,9 @@ def test_kill_9_during_a_stage_then_rerun_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_during_train_then_rerun_resumes_to_the_same_generator(tmp_path, make_embedded):
-    """`t2i train` killed with SIGKILL right after its first checkpoint, then run again: it resumes
-    from that checkpoint and ends with the generator.pt bytes of an uninterrupted run."""
+    """`t2i train` (the default levers, on a tiny grounding) killed with SIGKILL right after its
+    first checkpoint, then run again: it resumes from that checkpoint and ends with the
+    generator.pt bytes of an uninterrupted run."""
     from tests.test_cli_errors import DATASET, t2i
 
     built = make_embedded(tmp_path / "build", 32, samples_per_shard=8)
@@ -89,6 +90,9 @@ def test_kill_9_during_train_then_rerun_resumes_to_the_same_generator(tmp_path, 
         (tmp_path / run / "data" / "embeddings").mkdir(parents=True)
         shutil.copytree(built, tmp_path / run / "data" / "embeddings" / DATASET)
         (tmp_path / run / "params.yaml").write_text("# the built-in defaults\n")
+        ground = ["-S", "ground.epochs=1", "-S", "ground.batch_size=8", "-S", "ground.dim=8", "-S", "ground.hidden=16",
+                  "-S", "ground.width=8", "-S", "ground.threads=1"]
+        assert t2i(tmp_path / run, "ground", *ground).returncode == 0
     assert t2i(tmp_path / "whole", "train", *tiny).returncode == 0
 
     cmd = [sys.executable, "-c", "from stages.cli import main; main()", "train", *tiny]
