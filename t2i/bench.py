@@ -62,10 +62,10 @@ def fake_batch(batch: int, size: int, emb_dim: int, captions: int = 10, seed: in
     """A loader-shaped batch of random images, caption embeddings and classes (free-text
     captions: the levers' guards go by class and words)."""
     g = torch.Generator().manual_seed(seed)
-    class_id = torch.randint(0, 10, (batch,), generator=g)
-    return {"image": torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8),
-            "emb": torch.randn(batch, captions, emb_dim, generator=g), "class_id": class_id,
-            "meta": [{"class_id": int(c)} for c in class_id],
+    image = torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8)
+    emb = torch.randn(batch, captions, emb_dim, generator=g)
+    class_id = torch.randint(0, 10, (batch,), generator=g)  # drawn in this order since the first bench
+    return {"image": image, "emb": emb, "class_id": class_id, "meta": [{"class_id": int(c)} for c in class_id],
             "captions": [[f"caption {c} of sample {i}" for c in range(captions)] for i in range(batch)]}
 
 
