@@ -1,6 +1,7 @@
 # make repro:     set up (once) and run the whole DVC pipeline on the default params.
 # make test:      set up (once) and run the whole test suite (what CI runs).
 # make test-fast: the suite without the tests marked slow (the edit-test loop).
+# make check:     does this workspace reproduce the committed dvc.lock? (t2i check; after make repro)
 # Another torch build: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu (or .../cu126).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: setup repro test test-fast clean browser
+.PHONY: setup repro check test test-fast clean browser
 setup: $(VENV)/.installed
 
 # Torch first, on its own: the CPU build of 2.13.0 here. Installing it before the project means
@@ -22,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+check: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/t2i check
 
 test: setup browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

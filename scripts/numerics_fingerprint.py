@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from t2i.device import PINNED_ISA as PINS  # noqa: E402
+from t2i.numerics import cpu_name  # noqa: E402
 ROWS = {"native": {}, **{k: {k: v} for k, v in PINS.items()}, "all three": PINS}
 
 
@@ -50,9 +51,9 @@ def measure(captions: int, steps: int, seconds: float, precision: str) -> dict:
     import numpy as np
     import torch
 
-    from t2i.bench import fake_batch, train_step
+    from t2i.bench import train_step
     from t2i.data import synth
-    from t2i.gan import gan_step, model_config, step_inputs, trainables
+    from t2i.numerics import train_hash
     from t2i.params import PLAIN, load_params
     from t2i.text import TextEncoder
 
@@ -69,30 +70,12 @@ def measure(captions: int, steps: int, seconds: float, precision: str) -> dict:
     t0 = time.perf_counter()
     emb = encoder.encode(sorted(list(texts)[:captions]))
     embed_s = time.perf_counter() - t0
+    train = train_hash(steps, emb.shape[1])
     cfg = p.train.model_copy(update={"device": "cpu", **PLAIN})
-    t = trainables(cfg, model_config(cfg, emb.shape[1], p.shard.image_size), "cpu")
-    x = step_inputs(fake_batch(cfg.batch_size, p.shard.image_size, emb.shape[1]), cfg,
-                    torch.Generator().manual_seed(0), "cpu")
-    for _ in range(steps):
-        gan_step(t, x, cfg)
-    weights = b"".join(v.detach().numpy().tobytes() for v in t.G.state_dict().values())
     img_s = train_step(cfg, p.shard.image_size, emb.shape[1], "cpu", seconds)["img_s"] if seconds > 0 else None
-    return {"embed": digest(emb.astype(np.float16).tobytes()), "train": digest(weights),
+    return {"embed": digest(emb.astype(np.float16).tobytes()), "train": train,
             "aten": torch.backends.cpu.get_cpu_capability(), "embed_s": round(embed_s, 2),
             "img_s": round(img_s, 1) if img_s else None}
-
-
-def cpu() -> str:
-    """The CPU's model name and its widest vector extensions, from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    first = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.split("\n\n")[0].splitlines())}
-    flags = first.get("flags", "").split()
-    wide = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile") if f in flags]
-    return (f"{first.get('vendor_id', '?')} {first.get('model name', '?')} (family {first.get('cpu family', '?')}, "
-            f"model {first.get('model', '?')}; {' '.join(wide)})")
 
 
 def main() -> None:
@@ -110,7 +93,7 @@ def main() -> None:
         print(json.dumps(measure(a.captions, a.steps, a.seconds, a.precision)))
         return
     clean = {k: v for k, v in os.environ.items() if k not in PINS}
-    out = {"cpu": cpu(), "rows": {}}
+    out = {"cpu": cpu_name(), "rows": {}}
     for name in a.rows:
         r = subprocess.run([sys.executable, __file__, "--child", "--captions", str(a.captions), "--steps", str(a.steps),
                             "--seconds", str(a.seconds), "--precision", a.precision],

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stages import bench, download, embed, evaluate, evaluator, generate, ground, serve, shard, train
+from stages import bench, check, download, embed, evaluate, evaluator, generate, ground, serve, shard, train
 from t2i import T2IError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -21,6 +21,7 @@ app.command("evaluate")(evaluate.main)
 app.command("generate")(generate.main)
 app.command("bench")(bench.main)
 app.command("serve")(serve.main)
+app.command("check")(check.main)
 
 
 def main() -> None:

@@ -35,7 +35,8 @@ def make_project(where: Path, git: bool = False, params: dict | None = None) -> 
     where.mkdir()
     for name in ("t2i", "stages"):
         shutil.copytree(ROOT / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", where / "dvc.yaml")
+    for name in ("dvc.yaml", "tolerances.yaml"):
+        shutil.copy(ROOT / name, where / name)
     merged = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), params or {})
     (where / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     if git:
