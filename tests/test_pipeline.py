@@ -63,10 +63,11 @@ def test_image_size_change_reruns_from_shard_on(project, tmp_path):
 
 @pytest.fixture(scope="module")
 def git_project(tmp_path_factory) -> Path:
-    """A git + DVC project whose pipeline has run and whose dvc.lock is committed."""
+    """A git + DVC project whose pipeline has run and whose dvc.lock and metrics files (git's,
+    not DVC's: ``cache: false``) are committed."""
     p = make_project(tmp_path_factory.mktemp("git") / "p", git=True)
     dvc(p, "repro")
-    run(p, "git", "add", "dvc.lock")
+    run(p, "git", "add", "-A")
     run(p, "git", "commit", "-qm", "repro")
     return p
 
