@@ -164,14 +164,16 @@ def check(root: Path = Path("."), rev: str = "HEAD", tolerances: Path | None = N
     """Compare ``root``'s outputs and metrics with ``rev``'s dvc.lock and metrics files."""
     from dvc.repo import Repo
 
-    from t2i.numerics import fingerprint, same_kind
+    from t2i.numerics import cpu_kind, same_kind
     from t2i.params import load_params
 
     root = Path(root).resolve()
     lock = committed_lock(root, rev)
+    order = list((yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}))  # pipeline order
+    lock = dict(sorted(lock.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     recorded = git_show(root, rev, LOCK_CPU)
     lock_cpu = json.loads(recorded) if recorded else None
-    this_cpu = fingerprint()
+    this_cpu = cpu_kind()
     report = Report(rev, lock_cpu, this_cpu, lock_cpu is not None and same_kind(lock_cpu, this_cpu))
     tol = load_tolerances(tolerances or root / TOLERANCES)
     at = Artifacts(Path("data"), load_params(root / "params.yaml").dataset)
@@ -190,9 +192,8 @@ def check(root: Path = Path("."), rev: str = "HEAD", tolerances: Path | None = N
                     row.detail = which_files(repo, root / path, committed)
                 report.outputs.append(row)
 
-    for stage, entries in tol.items():
-        if stage not in lock:
-            continue
+    for stage in lock:
+        entries = tol.get(stage, {})
         rel = metrics_file(at, stage).as_posix()
         then = git_show(root, rev, rel)
         then = flatten(json.loads(then)) if then else {}
@@ -204,8 +205,8 @@ def check(root: Path = Path("."), rev: str = "HEAD", tolerances: Path | None = N
 def record(root: Path = Path(".")) -> dict:
     """Write ``dvc.lock.cpu.json``: this machine is the one that wrote ``dvc.lock``."""
     from t2i.io import write_json_atomic
-    from t2i.numerics import fingerprint
+    from t2i.numerics import cpu_kind
 
-    fp = fingerprint()
+    fp = cpu_kind()
     write_json_atomic(Path(root) / LOCK_CPU, fp)
     return fp

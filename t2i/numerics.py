@@ -59,7 +59,7 @@ def train_hash(steps: int = 3, emb_dim: int = EMB_DIM, threads: int = 2) -> str:
     return hashlib.md5(weights).hexdigest()[:12]
 
 
-def fingerprint() -> dict[str, str]:
+def cpu_kind() -> dict[str, str]:
     """This machine's: ``cpu`` (for people), ``aten`` (ATen's vector width) and ``train``."""
     import torch
 
