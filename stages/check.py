@@ -20,15 +20,15 @@ def main(
     their metrics within tolerances.yaml. Exits 1 naming what failed."""
     from t2i.check import LOCK_CPU, check
     from t2i.check import record as record_cpu
+    from t2i.numerics import describe
 
     if record:
         fp = record_cpu(Path("."))
-        typer.echo(f"check: {LOCK_CPU} <- {fp['cpu']} (ATen {fp['aten']}, train {fp['train']}); commit it with dvc.lock")
+        typer.echo(f"check: {LOCK_CPU} <- {describe(fp)}; commit it with dvc.lock")
         return
     r = check(Path("."), rev, tolerances)
-    wrote = (f"{r.lock_cpu['cpu']} (ATen {r.lock_cpu['aten']}, train {r.lock_cpu['train']})" if r.lock_cpu
-             else f"an unrecorded machine (no {LOCK_CPU})")
-    here = f"{r.this_cpu['cpu']} (ATen {r.this_cpu['aten']}, train {r.this_cpu['train']})"
+    wrote = describe(r.lock_cpu) if r.lock_cpu else f"an unrecorded machine (no {LOCK_CPU})"
+    here = describe(r.this_cpu)
     typer.echo(f"dvc.lock of {r.rev} was written on {wrote}\nthis machine: {here}: "
                f"{'the same kind: every stage must match to the byte' if r.same_kind else 'another kind: the trained stages are judged by their metrics'}\n")
     width = max(len(o.path) for o in r.outputs) if r.outputs else 4

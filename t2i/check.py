@@ -14,7 +14,6 @@ stated tolerances where another kind of CPU cannot.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import subprocess
@@ -27,6 +26,7 @@ from t2i import T2IError
 from t2i.paths import Artifacts
 
 EVERYWHERE = ("download", "shard", "embed")  # stages whose bytes hold on every CPU kind
+TRAINED = ("ground", "train", "evaluator", "evaluate")  # the rest: bytes on the lock's CPU kind only
 TOLERANCES = "tolerances.yaml"               # stage -> {metric: largest move allowed}
 LOCK_CPU = "dvc.lock.cpu.json"               # the fingerprint of the machine that wrote dvc.lock
 
@@ -111,7 +111,7 @@ def load_tolerances(path: Path) -> dict[str, dict[str, float]]:
     if not isinstance(tree, dict):
         raise T2IError(f"{path}: expected a mapping of stages")
     for stage, entries in tree.items():
-        if stage not in ("ground", "train", "evaluator", "evaluate"):
+        if stage not in TRAINED:
             raise T2IError(f"{path}: unknown stage {stage!r} (ground, train, evaluator or evaluate)")
         for key, tol in (entries or {}).items():
             if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0 or math.isinf(tol):
@@ -138,22 +138,16 @@ def committed_lock(root: Path, rev: str) -> dict:
     return yaml.safe_load(text).get("stages", {})
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def which_files(repo, folder: Path, committed: str) -> str:
     """For a folder that differs: which files, if the committed listing is in the DVC cache."""
+    from t2i.data.download import file_hashes
+
     listing = Path(repo.cache.local.oid_to_path(committed))
     if not listing.is_file():
         return f"dvc.lock {committed[:8]}, here another; the committed listing is not in the DVC cache"
     then = {e["relpath"]: e["md5"] for e in json.loads(listing.read_text())}
     now = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    changed = sorted(p for p in then.keys() & now if _md5(folder / p) != then[p])
+    changed = sorted(p for p in then.keys() & now if file_hashes(folder / p)[0] != then[p])
     parts = [f"{len(changed)} changed: {', '.join(changed[:3])}{' ...' * (len(changed) > 3)}" if changed else "",
              f"{len(then.keys() - now)} gone" if then.keys() - now else "",
              f"{len(now - then.keys())} new" if now - then.keys() else ""]
@@ -171,11 +165,11 @@ def check(root: Path = Path("."), rev: str = "HEAD", tolerances: Path | None = N
     lock = committed_lock(root, rev)
     order = list((yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}))  # pipeline order
     lock = dict(sorted(lock.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    tol = load_tolerances(tolerances or root / TOLERANCES)  # bad input fails before the fingerprint's seconds
     recorded = git_show(root, rev, LOCK_CPU)
     lock_cpu = json.loads(recorded) if recorded else None
     this_cpu = cpu_kind()
     report = Report(rev, lock_cpu, this_cpu, lock_cpu is not None and same_kind(lock_cpu, this_cpu))
-    tol = load_tolerances(tolerances or root / TOLERANCES)
     at = Artifacts(Path("data"), load_params(root / "params.yaml").dataset)
 
     with Repo(str(root)) as repo:

@@ -66,6 +66,11 @@ def cpu_kind() -> dict[str, str]:
     return {"cpu": cpu_name(), "aten": torch.backends.cpu.get_cpu_capability(), "train": train_hash()}
 
 
+def describe(kind: dict) -> str:
+    """A ``cpu_kind()`` in one line."""
+    return f"{kind['cpu']} (ATen {kind['aten']}, train {kind['train']})"
+
+
 def same_kind(a: dict, b: dict) -> bool:
     """Whether two fingerprints promise the same bytes from the trained stages."""
     return (a.get("train"), a.get("aten")) == (b.get("train"), b.get("aten"))
