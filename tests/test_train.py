@@ -196,6 +196,18 @@ def test_batch_size_above_the_training_count_fails_before_anything_is_written(tr
     assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
 
 
+def test_the_last_step_is_logged_off_the_log_every_grid(train_urls, tmp_path):
+    """dvc.yaml declares plots/ and metrics.json: a run shorter than log_every still writes both."""
+    import json
+
+    logs = tmp_path / "logs"
+    result = training_loop(train_urls, tmp_path / "out", TrainParams(**{**TINY, "epochs": 1, "log_every": 1000}),
+                           data=DATA, live_dir=logs, progress=False)
+    summary = json.loads((logs / "metrics.json").read_text())
+    assert summary["step"] == result["steps"] and summary["train"]["loss_d"] == pytest.approx(result["loss_d"])
+    assert (logs / "plots" / "metrics" / "train" / "loss_d.tsv").is_file()
+
+
 def test_a_failing_run_leaves_the_previous_logs(train_urls, tmp_path):
     logs = tmp_path / "logs"
     training_loop(train_urls, tmp_path / "out", TrainParams(**{**TINY, "epochs": 1, "log_every": 1}), data=DATA, live_dir=logs,
