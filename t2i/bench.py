@@ -74,11 +74,9 @@ def stand_in_grounding(cfg: TrainParams, emb_dim: int, image_size: int, ground: 
     step costs what the grounding's shape costs, whatever its weights), else None."""
     if not needs_grounding(cfg):
         return None
-    from t2i.ground import Grounding
+    from t2i.ground import new_grounding
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ground.seed)
-        return Grounding(emb_dim, image_size, ground.dim, ground.hidden, ground.width, ground.glimpses)
+    return new_grounding(ground, emb_dim, image_size)
 
 
 def trainables_for(cfg: TrainParams, emb_dim: int, image_size: int, device: str = "cpu",

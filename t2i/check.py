@@ -34,7 +34,7 @@ LOCK_CPU = "dvc.lock.cpu.json"               # the fingerprint of the machine th
 def metrics_file(at: Artifacts, stage: str) -> Path:
     """The metrics file that speaks for ``stage`` (the evaluator's: its scores of real test
     images, which the evaluate stage reports)."""
-    return {"ground": at.grounding_metrics, "train": at.train_logs / "metrics.json",  # DVCLive's name
+    return {"ground": at.grounding_metrics, "train": at.train_metrics,
             "evaluator": at.metrics, "evaluate": at.metrics}[stage]
 
 

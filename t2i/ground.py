@@ -166,6 +166,14 @@ def load_grounding(path: str | os.PathLike, device: str = "cpu") -> Grounding:
                       device).requires_grad_(False)
 
 
+def new_grounding(cfg: GroundParams, emb_dim: int, image_size: int) -> Grounding:
+    """An untrained Grounding of ``cfg``'s shape, its weights drawn from ``cfg.seed`` (the global
+    random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return Grounding(emb_dim, image_size, cfg.dim, cfg.hidden, cfg.width, cfg.glimpses)
+
+
 def train_grounding(train_urls: list[str], out_dir: str | os.PathLike, cfg: GroundParams = GroundParams(), *,
                     device: str = "cpu", test: tuple[torch.Tensor, list[str]] | None = None,
                     probes: dict | None = None, progress: bool = True) -> dict:
@@ -181,9 +189,7 @@ def train_grounding(train_urls: list[str], out_dir: str | os.PathLike, cfg: Grou
         start = time.perf_counter()
         first = next(batches(train_urls, 2, drop_last=False))
         size, emb_dim = first["image"].shape[-1], first["emb"].shape[-1]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            model = Grounding(emb_dim, size, cfg.dim, cfg.hidden, cfg.width, cfg.glimpses).to(device)
+        model = new_grounding(cfg, emb_dim, size).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed)
         losses, steps = [], 0

@@ -59,6 +59,10 @@ class Artifacts:
         return self._under("train")
 
     @property
+    def train_metrics(self) -> Path:  # DVCLive's summary: the last logged value of every series
+        return self.train_logs / "metrics.json"
+
+    @property
     def evaluator_dir(self) -> Path:  # evaluator: the fixed scorer
         return self._under("evaluator")
 

@@ -41,6 +41,28 @@ def test_the_repo_tolerances_load_and_name_trained_stages_only():
     assert set(tol) == {"ground", "train", "evaluator", "evaluate"} and all(tol.values())
 
 
+def test_tolerances_script_takes_twice_the_range_and_keeps_the_comments(tmp_path):
+    """scripts/tolerances.py: 2x (max - min) over the runs, the floor below that, rounded up."""
+    import sys
+
+    from tests.conftest import REPO
+
+    for name, (count, fd) in {"a": (0.25, 14.0), "b": (0.2611, 30.5), "c": (0.27, 20.0)}.items():
+        folder = tmp_path / name / "eval" / "synthetic-flowers"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(
+            {"attr": {"petal_count": {"fake": count, "real": 1.0}}, "fd_evaluator": fd}))
+    tol = tmp_path / "tolerances.yaml"
+    tol.write_text("# why\nevaluate:   # generated\n  attr/petal_count/fake: 9  # kept\n  fd_evaluator: 9\n"
+                   "evaluator:\n  attr/petal_count/real: 9\n")
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "tolerances.py"), *(f"{n}={tmp_path / n}" for n in "abc"),
+                        "--tolerances", str(tol), "--write"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert tol.read_text() == ("# why\nevaluate:   # generated\n  attr/petal_count/fake: 0.04  # kept\n"
+                               "  fd_evaluator: 33\nevaluator:\n  attr/petal_count/real: 0.02\n")
+    assert "| evaluate | `attr/petal_count/fake` | 0.250 | 0.261 | 0.270 | 0.020 | 0.04 |" in r.stdout
+
+
 def test_failures_name_what_must_match_and_what_moved_too_far():
     r = Report("HEAD", None, {}, same_kind=False, outputs=[
         Output("shard", "data/shards/x", "a.dir", "b.dir", strict=True, detail="1 changed: t.tar"),

@@ -24,7 +24,7 @@ def test_every_stage_output_is_named_by_the_paths_module():
         "download": {at.raw}, "shard": {at.shards}, "embed": {at.embeddings},
         "ground": {at.grounding, at.grounding_metrics},
         "train": {at.models, at.train_logs / "plots", at.train_logs / "samples", at.checkpoints,
-                  at.train_logs / "metrics.json"}, "evaluator": {at.evaluator_dir},
+                  at.train_metrics}, "evaluator": {at.evaluator_dir},
         "evaluate": {at.eval / "grid.png", at.eval / "interpolation.png", at.metrics},
     }
     assert {name: declared(s) for name, s in stages.items()} == {
