@@ -1,10 +1,10 @@
 """Measure tolerances.yaml from runs of the default recipe that differ in every seed.
 
 Each tolerance is ``--factor`` (2) times the range (largest minus smallest) of its metric over
-the runs, at least ``--floor`` (0.02), rounded up to 0.001 (0.1 from 1 on). A run is a data root holding
-the trained stages' metrics files (t2i.check.metrics_file), e.g. a workspace's ``data`` or a
-scratch folder that ``t2i ground/train/evaluator/evaluate --data <folder> -S <stage>.seed=N``
-wrote (docs/ci.md, "Where the tolerances come from"):
+the runs, at least ``--floor`` (0.02), rounded up to 0.001 (0.1 from 1 on). A run is a data root
+holding the trained stages' metrics files (t2i.check.metrics_file), e.g. a workspace's ``data``
+or a scratch folder that ``t2i ground/train/evaluator/evaluate --data <folder> -S
+<stage>.seed=N`` wrote (docs/ci.md, "Where the tolerances come from"):
 
     python scripts/tolerances.py lock=data a=/tmp/spread/a/data b=/tmp/spread/b/data [--write]
 
@@ -78,8 +78,11 @@ def main() -> None:
     runs = dict(r.split("=", 1) for r in args.runs if "=" in r)
     if len(runs) != len(args.runs) or len(runs) < 2:
         raise SystemExit("error: give at least two runs as NAME=DATA_ROOT")
-    rows = measure({k: Path(v) for k, v in runs.items()}, load_tolerances(args.tolerances), args.dataset,
-                   args.factor, args.floor)
+    try:
+        rows = measure({k: Path(v) for k, v in runs.items()}, load_tolerances(args.tolerances), args.dataset,
+                       args.factor, args.floor)
+    except T2IError as e:
+        raise SystemExit(f"error: {e}") from None
     print("| stage | metric | " + " | ".join(runs) + " | range | tolerance |")
     print("| --- | --- | " + " | ".join("---" for _ in runs) + " | --- | --- |")
     for stage, metric, values, tol in rows:
