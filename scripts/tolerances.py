@@ -41,7 +41,10 @@ def measure(runs: dict[str, Path], wanted: dict[str, dict[str, float]], dataset:
             path = metrics_file(Artifacts(root, dataset), stage)
             if not path.is_file():
                 raise T2IError(f"run {name}: {path} not found")
-            found[name] = flatten(json.loads(path.read_text()))
+            try:
+                found[name] = flatten(json.loads(path.read_text()))
+            except json.JSONDecodeError as e:
+                raise T2IError(f"run {name}: {path} is not JSON ({e})") from None
         for metric in metrics:
             missing = [name for name, values in found.items() if metric not in values]
             if missing:
@@ -51,16 +54,25 @@ def measure(runs: dict[str, Path], wanted: dict[str, dict[str, float]], dataset:
     return rows
 
 
+def decimal(x: float) -> str:
+    """0.075 -> "0.075", 33.0 -> "33": the rounded value exactly, at any size."""
+    return f"{x:.3f}".rstrip("0").rstrip(".")
+
+
 def rewrite(path: Path, rows) -> None:
     """Replace each ``  metric: value`` under its stage's heading, leaving every other line alone."""
     new = {(stage, metric): tol for stage, metric, _, tol in rows}
-    stage, lines = None, []
+    stage, lines, done = None, [], set()
     for line in path.read_text().splitlines(keepends=True):
         if m := re.match(r"^(\w+):", line):
             stage = m.group(1)
         elif (m := re.match(r"^(\s+)(\S+): *([^\s#]+)", line)) and (stage, m.group(2)) in new:
-            line = f"{m.group(1)}{m.group(2)}: {new[stage, m.group(2)]:g}{line[m.end():]}"
+            line = f"{m.group(1)}{m.group(2)}: {decimal(new[stage, m.group(2)])}{line[m.end():]}"
+            done.add((stage, m.group(2)))
         lines.append(line)
+    if missed := sorted(new.keys() - done):
+        raise T2IError(f"{path}: cannot rewrite {', '.join(f'{s}.{k}' for s, k in missed)} "
+                       "(write each as 'metric: value' on its own line under its stage)")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(lines))
     tmp.replace(path)
@@ -88,9 +100,12 @@ def main() -> None:
     for stage, metric, values, tol in rows:
         fmt = (lambda v: f"{v:.1f}") if max(values) > 2 else (lambda v: f"{v:.3f}")
         print(f"| {stage} | `{metric}` | " + " | ".join(fmt(v) for v in values)
-              + f" | {fmt(max(values) - min(values))} | {tol:g} |")
+              + f" | {fmt(max(values) - min(values))} | {decimal(tol)} |")
     if args.write:
-        rewrite(args.tolerances, rows)
+        try:
+            rewrite(args.tolerances, rows)
+        except T2IError as e:
+            raise SystemExit(f"error: {e}") from None
         print(f"wrote {args.tolerances}")
 
 

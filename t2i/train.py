@@ -281,7 +281,7 @@ def training_loop(
         raise T2IError(f"no training step ran: fewer than batch_size={cfg.batch_size} training images?")
     if step != start_step:  # a finished checkpoint is left as it was written
         checkpoint()
-    if out and step % cfg.log_every:  # the run's last losses are logged even off the log_every grid
+    if rank == 0 and out and step % cfg.log_every:  # the run's last losses are logged even off the log_every grid
         log.metrics(step, {**{k: v.item() for k, v in out.items()}, "epoch": epoch - 1})
     if rank == 0:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -55,8 +55,10 @@ def test_tolerances_script_takes_twice_the_range_and_keeps_the_comments(tmp_path
     tol = tmp_path / "tolerances.yaml"
     tol.write_text("# why\nevaluate:   # generated\n  attr/petal_count/fake: 9  # kept\n  fd_evaluator: 9\n"
                    "evaluator:\n  attr/petal_count/real: 9\n")
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "tolerances.py"), *(f"{n}={tmp_path / n}" for n in "abc"),
-                        "--tolerances", str(tol), "--write"], capture_output=True, text=True, cwd=tmp_path)
+    runs = [f"{n}={tmp_path / n}" for n in "abc"]
+    script = str(REPO / "scripts" / "tolerances.py")
+    r = subprocess.run([sys.executable, script, *runs, "--tolerances", str(tol), "--write"],
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert tol.read_text() == ("# why\nevaluate:   # generated\n  attr/petal_count/fake: 0.04  # kept\n"
                                "  fd_evaluator: 33\nevaluator:\n  attr/petal_count/real: 0.02\n")

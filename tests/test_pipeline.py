@@ -30,7 +30,8 @@ def test_repro_builds_shards_and_embeddings(project):
     embedded = sorted((data / "embeddings/synthetic-flowers").glob("*.tar"))
     assert shards and [p.name for p in shards] == [p.name for p in embedded]
     lock = outs(project / "dvc.lock")
-    assert set(lock) == {f"data/{d}/synthetic-flowers" for d in ("raw", "shards", "embeddings", "models", "checkpoints", "evaluator")} | {
+    folders = ("raw", "shards", "embeddings", "models", "checkpoints", "evaluator")
+    assert set(lock) == {f"data/{d}/synthetic-flowers" for d in folders} | {
         f"data/train/synthetic-flowers/{f}" for f in ("plots", "samples", "metrics.json")} | {
         f"data/eval/synthetic-flowers/{f}" for f in ("grid.png", "interpolation.png", "metrics.json")} | {
         f"data/grounding/synthetic-flowers/{f}" for f in ("ground.pt", "metrics.json")}

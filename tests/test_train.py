@@ -200,12 +200,18 @@ def test_the_last_step_is_logged_off_the_log_every_grid(train_urls, tmp_path):
     """dvc.yaml declares plots/ and metrics.json: a run shorter than log_every still writes both."""
     import json
 
-    logs = tmp_path / "logs"
-    result = training_loop(train_urls, tmp_path / "out", TrainParams(**{**TINY, "epochs": 1, "log_every": 1000}),
-                           data=DATA, live_dir=logs, progress=False)
-    summary = json.loads((logs / "metrics.json").read_text())
-    assert summary["step"] == result["steps"] and summary["train"]["loss_d"] == pytest.approx(result["loss_d"])
-    assert (logs / "plots" / "metrics" / "train" / "loss_d.tsv").is_file()
+    def rows(every: int) -> tuple[dict, dict, int]:
+        logs = tmp_path / f"logs{every}"
+        cfg = TrainParams(**{**TINY, "epochs": 1, "log_every": every})
+        result = training_loop(train_urls, tmp_path / f"out{every}", cfg, data=DATA, live_dir=logs, progress=False)
+        tsv = (logs / "plots" / "metrics" / "train" / "loss_d.tsv").read_text().splitlines()
+        return result, json.loads((logs / "metrics.json").read_text()), len(tsv) - 1  # less the header
+
+    result, summary, logged = rows(1000)  # off the grid: only the last step
+    assert logged == 1 and summary["step"] == result["steps"] > 1 and summary["train"]["epoch"] == 0
+    assert summary["train"]["loss_d"] == pytest.approx(result["loss_d"])
+    result, summary, logged = rows(1)  # on the grid: every step once, the last not twice
+    assert logged == result["steps"] == summary["step"]
 
 
 def test_a_failing_run_leaves_the_previous_logs(train_urls, tmp_path):
