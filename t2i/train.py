@@ -281,13 +281,14 @@ def training_loop(
         raise T2IError(f"no training step ran: fewer than batch_size={cfg.batch_size} training images?")
     if step != start_step:  # a finished checkpoint is left as it was written
         checkpoint()
-    if rank == 0 and out and step % cfg.log_every:  # the run's last losses are logged even off the log_every grid
-        log.metrics(step, {**{k: v.item() for k, v in out.items()}, "epoch": epoch - 1})
+    final = {k: v.item() for k, v in out.items()}  # this run's last losses (empty: no step ran in this run)
     if rank == 0:
+        if final and step % cfg.log_every:  # logged even off the log_every grid
+            log.metrics(step, {**final, "epoch": epoch - 1})
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         save_generator(Path(out_dir) / GENERATOR, G.cpu(), config, head)
     log.end()
-    return {"steps": step, "epochs": epoch, "resumed": resumed, **{k: v.item() for k, v in out.items()}}
+    return {"steps": step, "epochs": epoch, "resumed": resumed, **final}
 
 
 @torch.no_grad()
