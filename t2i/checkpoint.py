@@ -1,10 +1,11 @@
-"""Generator and training-state files: what ``generate`` and ``evaluate`` load without importing
-the training loop, and what a resume must match.
+"""Generator and training-state files, written and read here only: what ``generate`` and
+``evaluate`` load without importing the training loop, and what a resume must match.
 
 ``generator.pt`` holds the final generator's weights and the training config; ``checkpoint.pt``
-holds G, D, both optimisers, the step counters, the RNG state and the same config. The config
-names the model family (``arch``; none in a GAN-CLS file, which predates families), so every
-reader builds the right network without being told.
+holds G, D, both optimisers, the step counters, the RNG state and the same config
+(``save_checkpoint``, read back by ``restore``). The config names the model family (``arch``;
+none in a GAN-CLS file, which predates families), so every reader builds the right network
+without being told.
 """
 
 from __future__ import annotations
@@ -34,6 +35,27 @@ def save_generator(path: Path, G: torch.nn.Module, config: dict, text_head: dict
     """``text_head`` (``t2i.ground.text_head_blob``): the grounded code's head, for a generator
     trained with ``train.text: grounded``; the file then turns captions into images alone."""
     save_torch({"config": config, "state_dict": G.state_dict(), **({"text_head": text_head} if text_head else {})}, path)
+
+
+def save_checkpoint(path: Path, config: dict, nets, rngs: list, text_head: dict | None,
+                    step: int, epoch: int, step_in_epoch: int) -> None:
+    """The training state: ``config`` (the record), G, D and their optimisers from ``nets`` (a
+    ``t2i.gan.Trainables``; not imported here, so that readers of generator.pt need no step), every
+    rank's random stream ``rngs`` (rank 0's alone when there is one rank), the grounded text head
+    (``t2i.ground.text_head_blob``) and where the run is."""
+    save_torch({"config": config, "G": nets.G.state_dict(), "D": nets.D.state_dict(),
+                "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(), "rng": rngs[0],
+                **({"text_head": text_head} if text_head else {}),
+                **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+                "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}, path)
+
+
+def restore(saved: dict, nets) -> list:
+    """Load a checkpoint's models and optimisers into ``nets``; return every rank's random stream
+    it holds (one per rank of the run that wrote it)."""
+    nets.G.load_state_dict(saved["G"]), nets.D.load_state_dict(saved["D"])
+    nets.opt_g.load_state_dict(saved["opt_g"]), nets.opt_d.load_state_dict(saved["opt_d"])
+    return saved.get("rng_ranks", [saved["rng"]] * saved["config"].get("world_size", 1))  # rank 0's alone: older files
 
 
 def _coded(net: torch.nn.Module, blob: dict, device: str) -> torch.nn.Module:
@@ -73,13 +95,12 @@ def load_discriminator(path: Path, device: str = "cpu") -> torch.nn.Module | Non
     if saved is None:
         return None
     try:
-        config = saved["config"]
-        family = get_family(arch_of(config))
-        D = family.discriminator(family.Config(**config["model"]))
-        if config.get("ac_coef"):  # AC-GAN's heads are part of D
-            from t2i.families.common import AttributeHeads
+        from t2i.families.common import build_discriminator
+        from t2i.params import TrainParams
 
-            AttributeHeads.attach(D, config["attributes"], config["model"]["image_size"])
+        config = saved["config"]
+        D = build_discriminator(TrainParams.from_record(config), get_family(arch_of(config)).Config(**config["model"]),
+                                config.get("attributes"))
         D.load_state_dict(saved["D"])
         D = _coded(D.to(device), saved, device)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:

@@ -1,10 +1,11 @@
 """One GAN update for any model family (``train.arch``, t2i/families), shared by the training
 loop, benchmarks and tests.
 
-``step_inputs`` makes every random choice of a step, in a fixed order, from one ``torch.Generator``:
-the shared ones, then the family's own. ``gan_step`` does (1) update D, (2) update G for every
-family and returns detached tensors: no ``.item()``, no I/O, no rank logic and no random numbers
-inside. ``guard`` checks a loss before its optimiser steps.
+``step_inputs`` makes every random choice of a step, in a fixed order, from one ``torch.Generator``
+(``rng``): the shared ones, then the family's own, then those of what D's inputs go through.
+``gan_step`` does (1) update D, (2) update G for every family and returns detached tensors: no
+``.item()``, no I/O, no rank logic and no random numbers inside. ``guard`` checks a loss before
+its optimiser steps. Every image D scores goes through ``StepInputs.seen_by_d`` here, and only here.
 Each model's forward passes of a step are one module call (the family's pass modules), so that
 under torchrun DistributedDataParallel averages the gradients, bucketed and overlapped with the
 backward, exactly as for any one-forward model (DF-GAN's MA-GP, a gradient of D's output, itself
@@ -15,17 +16,18 @@ term shared by all families can read them and join a family's loss with ``Loss.a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from t2i import T2IError
 from t2i.data.loader import to_float
 from t2i.families import get_family
-from t2i.families.common import AttributeHeads, Family, StepInputs, shared_d_terms, shared_g_terms
+from t2i.families.common import (AttributeHeads, Family, StepInputs, build_discriminator, shared_d_terms,
+                                 shared_g_terms)
+from t2i.modes import frozen
 from t2i.params import TrainParams
 
 if TYPE_CHECKING:
@@ -34,57 +36,9 @@ if TYPE_CHECKING:
 Guard = Callable[[str, torch.Tensor], None]  # raises before a non-finite loss updates a model
 
 
-def pick_captions(B: int, C: int, k: int, g: torch.Generator) -> torch.Tensor:
+def pick_captions(B: int, C: int, k: int, rng: torch.Generator) -> torch.Tensor:
     """(B, k): the indices of ``k`` distinct random captions of each of B samples with C captions."""
-    return torch.rand(B, C, generator=g).argsort(dim=1)[:, :k]
-
-
-def hard_mismatched(fit: torch.Tensor, emb: torch.Tensor, fraction: float, g: torch.Generator,
-                    max_cos: float | None = None) -> torch.Tensor:
-    """For each item, the index of another item whose captions do not describe its image
-    (``fit`` (B, B), ``t2i.named.fits``): with probability ``fraction`` the one whose caption
-    embedding (``emb`` (B, D)) is the most similar to its own, else a random one. Where the
-    source cannot say what its captions name, ``max_cos`` also rules out captions this close to
-    its own (a paraphrase of a true description). An item left without a candidate by that
-    guard keeps the ones ``fit`` allows; one that every other item fits (rare: a batch of
-    captions that name only what the images share) falls back to any other item, as a
-    class-based pick would."""
-    B = fit.size(0)
-    e = F.normalize(emb.float(), dim=-1)
-    sim = e @ e.t()  # (B, B)
-    other = ~torch.eye(B, dtype=torch.bool) if B > 1 else torch.ones(1, 1, dtype=torch.bool)
-    ok = ~fit & other
-    if max_cos is not None:
-        close = ok & (sim < max_cos)
-        keep = close.any(dim=1)
-        ok[keep] = close[keep]
-    lonely = ~ok.any(dim=1)
-    ok[lonely] = other[lonely]
-    hard = sim.masked_fill(~ok, float("-inf")).argmax(dim=1)  # (B,)
-    easy = torch.multinomial(ok.float(), 1, generator=g).squeeze(1)  # (B,)
-    take_hard = torch.rand(B, generator=g) < fraction
-    return torch.where(take_hard, hard, easy)
-
-
-def wrong_descriptions(fit: torch.Tensor, emb: torch.Tensor, max_cos: float | None = None) -> torch.Tensor:
-    """(B, B) bool: item j's captions are a wrong description of item i's image: they do not fit
-    it (``fit``, ``t2i.named.fits``), j is not i, and where the source cannot say what its captions
-    name, they are not within ``max_cos`` of its own (``emb`` (B, D), a paraphrase)."""
-    out = ~fit & ~torch.eye(len(fit), dtype=torch.bool)
-    if max_cos is not None:
-        e = F.normalize(emb.float(), dim=-1)
-        out &= e @ e.t() < max_cos
-    return out
-
-
-def mismatched(class_id: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """For each item, the index of a random other item of a different class (the "wrong text" of a
-    matching-aware D)."""
-    B = class_id.numel()
-    other = (class_id[:, None] != class_id[None, :]).float()  # (B, B)
-    lonely = other.sum(dim=1) == 0  # a batch of one class: fall back to any other item
-    other[lonely] = 1.0 - torch.eye(B)[lonely] if B > 1 else 1.0
-    return torch.multinomial(other, 1, generator=g).squeeze(1)
+    return torch.rand(B, C, generator=rng).argsort(dim=1)[:, :k]
 
 
 @dataclass
@@ -127,10 +81,11 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # the step's shapes never change: let cuDNN pick its fastest kernels
-    G, D = (m.to(device) for m in family.models(cfg, model_cfg))
+    G = family.generator(model_cfg).to(device)  # G's initial weights are drawn first, then D's (torch's global RNG)
+    D = build_discriminator(cfg, model_cfg, attributes).to(device)
     if cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    heads = AttributeHeads.attach(D, attributes, model_cfg.image_size) if cfg.ac_coef > 0 else None
+    heads = D.attribute_heads if cfg.ac_coef > 0 else None
     if world > 1 and cfg.sync_bn:  # BatchNorm over the global batch; before the optimisers take the parameters
         from t2i.distributed import sync_batchnorm
 
@@ -165,37 +120,44 @@ def autocast(cfg: TrainParams, device: torch.device | str):
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=pick_precision(cfg.precision, kind) == "bf16")
 
 
-def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str = "cpu",
-                t: Trainables | None = None) -> StepInputs:
-    """A loader batch -> the inputs of one step, with every random draw taken from ``g`` (on the
-    CPU, in a fixed order: the shared draws, then the family's). On CUDA the uint8 images go up
-    as they are and become floats there, and the draws go up in one pinned, non-blocking copy
-    per dtype. ``t``: the run's trainables, where it has a grounding (its text code of the
-    picked captions is ``code``, and with ``cfg.text: grounded`` also what G and D see) or
-    attribute heads (the labels of the real images and of what their captions name)."""
-    ground, heads = (t.ground, t.heads) if t is not None else (None, None)
+def step_inputs(batch: dict, cfg: TrainParams, rng: torch.Generator, device: str = "cpu",
+                nets: Trainables | None = None) -> StepInputs:
+    """A loader batch -> the inputs of one step, with every random draw taken from ``rng`` (on
+    the CPU, in a fixed order: the shared draws, the family's, then those of D's inputs). On CUDA
+    the uint8 images go up as they are and become floats there, and the draws go up in one
+    pinned, non-blocking copy per dtype. ``nets``: the run's trainables, where it has a grounding
+    (its text code of the picked captions is ``code``, and with ``cfg.text: grounded`` also what
+    G and D see) or attribute heads (the labels of the real images and of what their captions name)."""
+    from t2i.wrong import pick_wrong_class, pick_wrong_hard, wrong_mask
+
+    ground, heads = (nets.ground, nets.heads) if nets is not None else (None, None)
     B, C, _ = batch["emb"].shape
-    picks = pick_captions(B, C, cfg.captions_per_step, g)  # (B, k)
+    picks = pick_captions(B, C, cfg.captions_per_step, rng)  # (B, k)
     raw = batch["emb"][torch.arange(B)[:, None], picks]  # (B, k, D)
     emb = raw.mean(dim=1)  # (B, D)
-    fit = agree = unlike = None
+    fit = agree = mask = None
     if cfg.wrong == "hard" or cfg.d_contrast_coef > 0:  # which captions describe which image
         from t2i.named import fits, knows_named
 
         fit = fits(batch["meta"], picks, batch["captions"])
         max_cos = None if knows_named(batch["meta"]) else cfg.hard_max_cos
         if cfg.d_contrast_coef > 0:
-            unlike = wrong_descriptions(fit, emb, max_cos)
+            mask = wrong_mask(fit, emb, max_cos)
     if cfg.match_coef > 0:
         from t2i.named import agrees
 
         agree = agrees(batch["meta"], picks, batch["captions"])
     if cfg.wrong == "hard":
-        wrong = hard_mismatched(fit, emb, cfg.hard_fraction, g, max_cos)  # (B,)
+        wrong = pick_wrong_hard(fit, emb, cfg.hard_fraction, rng, max_cos)  # (B,)
     else:
-        wrong = mismatched(batch["class_id"], g)  # (B,) index of another class's caption
-    z = torch.randn(B, cfg.z_dim, generator=g)
-    draws = get_family(cfg.arch).draws(cfg, B, g)
+        wrong = pick_wrong_class(batch["class_id"], rng)  # (B,) index of another class's caption
+    z = torch.randn(B, cfg.z_dim, generator=rng)
+    draws = get_family(cfg.arch).draws(cfg, B, rng)
+    if cfg.augment:
+        from t2i import diffaugment
+
+        draws = {**draws, **{f"d_{k}": v for k, v in diffaugment.draws(cfg.augment, B, batch["image"].size(-1),
+                                                                        rng).items()}}
     fixed = [batch["image"], emb, wrong, z, *draws.values()]
     extra = []  # what only some levers need, uploaded with the rest
     if ground is not None:
@@ -203,7 +165,8 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
     if heads is not None:
         extra += [heads.labels(batch["meta"]), heads.labels(batch["meta"], picks)]
     image, emb, wrong, z, *rest = upload(fixed + extra, device)
-    own, rest = rest[:len(draws)], rest[len(draws):]
+    own, rest = dict(zip(draws, rest[:len(draws)])), rest[len(draws):]
+    d_draws = {k[2:]: own.pop(k) for k in [k for k in own if k.startswith("d_")]}
     code = labels = named = None
     if ground is not None:
         with torch.no_grad():
@@ -216,9 +179,9 @@ def step_inputs(batch: dict, cfg: TrainParams, g: torch.Generator, device: str =
     if cfg.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
     on = real.device
-    return StepInputs(real, emb, emb[wrong], z, dict(zip(draws, own)), code=code,
-                      unlike=None if unlike is None else unlike.to(on), agrees=None if agree is None else agree.to(on),
-                      labels=labels, named_labels=named)
+    return StepInputs(real, emb, emb[wrong], z, own, code=code,
+                      wrong_mask=None if mask is None else mask.to(on), agrees=None if agree is None else agree.to(on),
+                      labels=labels, named_labels=named, d_draws=d_draws)
 
 
 def upload(tensors: list[torch.Tensor], device: str) -> list[torch.Tensor]:
@@ -240,36 +203,39 @@ def upload(tensors: list[torch.Tensor], device: str) -> list[torch.Tensor]:
     return out
 
 
-def gan_step(t: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | None = None) -> dict[str, torch.Tensor]:
+def gan_step(nets: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard | None = None) -> dict[str, torch.Tensor]:
     """(1) update D, (2) update G; the step's losses, their named parts (g_<name>, d_<name>) and
     D's mean outputs (as the family shows them: GAN-CLS probabilities, DF-GAN raw scores),
-    detached. Under DDP the gradients are averaged across ranks during each backward."""
-    with autocast(cfg, x.real.device):
-        g_out = t.g_passes(x)  # {"fake": (B, 3, S, S), ...}; G is not updated before (2)
+    detached. Under DDP the gradients are averaged across ranks during each backward. D's passes
+    are given the images as D sees them (``x.seen_by_d``); the losses, the inputs themselves."""
+    family, on = nets.family, x.real.device
+    x_d = replace(x, real=x.seen_by_d(x.real)) if x.d_draws else x  # what D's passes are given
+    with autocast(cfg, on):
+        g_out = nets.g_passes(x)  # {"fake": (B, 3, S, S), ...}; G is not updated before (2)
 
     # (1) update D
-    with autocast(cfg, x.real.device):
-        d_out = t.d_passes(x, g_out["fake"].detach())  # D on the real and the fake pairs
-    loss_d = shared_d_terms(cfg, x, d_out, t.family.d_loss(cfg, x, d_out), t.D, t.heads)
-    t.opt_d.zero_grad(set_to_none=True)
+    with autocast(cfg, on):
+        d_out = nets.d_passes(x_d, x.seen_by_d(g_out["fake"].detach()))  # D on the real and the fake pairs
+    loss_d = shared_d_terms(cfg, x, d_out, family.d_loss(cfg, x, d_out), nets.D, nets.heads)
+    nets.opt_d.zero_grad(set_to_none=True)
     loss_d.total.backward()
     if guard is not None:
         guard("loss_d", loss_d.total)
-    t.opt_d.step()
+    nets.opt_d.step()
 
     # (2) update G (against the updated D; D's weight gradients are not needed here)
-    t.D.requires_grad_(False)
-    with autocast(cfg, x.real.device):
-        d_fakes_out = t.d_fakes(x, g_out)  # the updated D on the fakes
-    loss_g = shared_g_terms(cfg, x, g_out, d_fakes_out, t.family.g_loss(cfg, x, g_out, d_out, d_fakes_out),
-                            t.ground, t.heads)
-    t.opt_g.zero_grad(set_to_none=True)
-    loss_g.total.backward()
-    t.D.requires_grad_(True)
+    with frozen(nets.D):
+        seen = {**g_out, **{k: x.seen_by_d(g_out[k]) for k in family.seen_by_d if k in g_out}}
+        with autocast(cfg, on):
+            d_fakes_out = nets.d_fakes(x_d, seen)  # the updated D on the fakes
+        loss_g = shared_g_terms(cfg, x, g_out, d_fakes_out, family.g_loss(cfg, x, g_out, d_out, d_fakes_out),
+                                nets.ground, nets.heads)
+        nets.opt_g.zero_grad(set_to_none=True)
+        loss_g.total.backward()
     if guard is not None:
         guard("loss_g", loss_g.total)
-    t.opt_g.step()
-    score = t.family.score
+    nets.opt_g.step()
+    score = family.score
     return {"loss_d": loss_d.total.detach(), "loss_g": loss_g.total.detach(),
             "d_real": score(d_out["real"].float()).mean().detach(),
             "d_fake": score(d_fakes_out["fake"].float()).mean().detach(),

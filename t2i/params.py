@@ -20,6 +20,7 @@ from t2i.families import check_arch, get_family
 
 DATASETS = ("synthetic-flowers", "cub", "oxford-102", "hf", "folder")
 IMAGE_SIZES = (32, 64, 128)  # what the generator, discriminator and evaluator are built for
+AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment's transforms (t2i/diffaugment.py), applied in this order
 
 
 def _numeric(annotation) -> bool:
@@ -169,15 +170,20 @@ class DFGANParams(Section):
 # of 64, DF-GAN's of 32 (its birds recipe), and epochs for a CPU budget at the default widths: on
 # a quiet 2-core machine GAN-CLS's 30 took 17.5 minutes, DF-GAN's 12 took 9.6 (docs/experiments.md).
 FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64}, "df-gan": {"epochs": 12, "batch_size": 32}}
-# TrainParams keys that only the GAN-CLS family reads (DF-GAN's own live in ``df_gan``).
-GAN_CLS_ONLY = ("lr", "beta1", "beta2", "proj_dim", "ngf", "ndf", "int_coef", "int_beta", "l1_coef", "fm_coef",
-                "label_smoothing", "ca", "kl_coef", "ms_coef")
+# The TrainParams keys every family reads (the data order, the batch, the noise, the shared levers,
+# the numerics), recorded with the weights; each family adds its own (``Family.reads``: GAN-CLS's
+# flat keys, DF-GAN's ``df_gan`` section). Not recorded: how the stage starts (nproc_per_node; the
+# record's world_size says what it did) and how often it saves (checkpoint_every).
+SHARED = ("epochs", "batch_size", "z_dim", "cls", "captions_per_step", "text", "match_coef", "match_temperature",
+          "wrong", "hard_fraction", "hard_max_cos", "ac_coef", "d_contrast_coef", "d_contrast_negatives",
+          "augment", "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads",
+          "workers", "sync_bn", "log_every")
 
 
 class TrainParams(Section):
     """Training: the ``cfg`` of t2i.train.training_loop and t2i.gan.gan_step. ``arch`` picks the
-    model family; the keys in ``GAN_CLS_ONLY`` are GAN-CLS's, ``df_gan`` holds DF-GAN's, the
-    rest (data order, batch, noise, epochs, precision, device, ...) serve both."""
+    model family; the keys in ``SHARED`` serve every family, each family reads its own beside them
+    (``Family.reads``: GAN-CLS's flat keys from ``lr`` to ``ms_coef``, DF-GAN's ``df_gan``)."""
 
     arch: str = "gan-cls"  # a registered model family (t2i.families)
     epochs: int = Field(FAMILY["gan-cls"]["epochs"], ge=1)  # null / missing: FAMILY[arch]
@@ -202,12 +208,13 @@ class TrainParams(Section):
     text: Literal["sentence", "grounded"] = "grounded"  # what G and D see: the sentence embedding, or its grounded code (t2i/ground.py)
     match_coef: float = Field(1.0, ge=0)  # G's matching loss through the grounding's image encoder (0 = off)
     match_temperature: float = Field(0.1, gt=0)  # of that loss's softmax over the batch's captions
-    wrong: Literal["class", "hard"] = "class"  # D's wrong captions: another class's, or hard ones that do not describe the image
+    wrong: Literal["class", "hard"] = "class"  # D's wrong captions (t2i/wrong.py): another class's, or hard ones that do not describe the image
     hard_fraction: float = Field(0.5, ge=0, le=1)  # with wrong: hard, the share that is the most similar such caption
     hard_max_cos: float = Field(0.9, gt=-1, le=1)  # with wrong: hard on free text: no wrong caption this close to the true one
     ac_coef: float = Field(0.0, ge=0)  # AC-GAN attribute heads on D (an upper bound: needs attribute labels; 0 = off)
     d_contrast_coef: float = Field(1.0, ge=0)  # D ranks each real image's own caption over batch captions that do not describe it (0 = off)
     d_contrast_negatives: int = Field(8, ge=1)  # those captions per image: the most similar ones (in what D sees)
+    augment: str = ""  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -226,6 +233,14 @@ class TrainParams(Section):
     @classmethod
     def _known_family(cls, v: str) -> str:
         return check_arch(v)
+
+    @field_validator("augment")
+    @classmethod
+    def _known_transforms(cls, v: str) -> str:
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        if bad := [n for n in names if n not in AUGMENTATIONS]:
+            raise ValueError(f"unknown augmentation {bad[0]!r} (known: {', '.join(AUGMENTATIONS)})")
+        return ",".join(names)
 
     @model_validator(mode="after")
     def _the_family_can(self) -> "TrainParams":
@@ -248,23 +263,26 @@ class TrainParams(Section):
         return data
 
     def recorded(self) -> dict:
-        """The keys stored with the weights: those the family reads (``Family.unrecorded`` are
-        left out; a GAN-CLS run's record is the same as before families existed, so its files stay
-        byte-identical)."""
-        unread = get_family(self.arch).unrecorded
-        # nproc_per_node is how the stage starts (the record's world_size says what it did);
-        # sync_bn is recorded only when on, so files of runs without it stay byte-identical.
-        off = ("sync_bn",) if not self.sync_bn else ()
-        # So are the levers added since (docs/experiments.md) when off.
-        off += tuple(k for k, v in LEVERS_OFF.items() if getattr(self, k) == v)
-        return self.model_dump(exclude={"checkpoint_every", "nproc_per_node", *off, *unread})
+        """The keys stored with the weights, in field order: ``SHARED`` and those the family reads
+        (``Family.reads``, and ``arch`` where the family names itself); sync_bn and the levers
+        (``LEVERS_OFF``) only when on, so that files of runs without them keep their bytes."""
+        family = get_family(self.arch)
+        keep = {*SHARED, *family.reads, *(("arch",) if family.names_itself else ())}
+        keep -= {k for k, v in LEVERS_OFF.items() if getattr(self, k) == v}
+        return {k: v for k, v in self.model_dump().items() if k in keep}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TrainParams":
+        """The params of a stored record (the keys it lacks at their defaults, as when it was written)."""
+        return cls.model_validate({k: v for k, v in record.items() if k in cls.model_fields})
 
 
 # The levers for what a caption names (docs/experiments.md), as Reed et al.'s plain GAN-CLS has
 # them: off. Recorded with the weights only when not these, so that runs without them keep the
 # bytes they had.
 LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "wrong": "class", "hard_fraction": 0.5,
-              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8}
+              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "augment": "",
+              "sync_bn": False}
 # The default levers turned off: the plain GAN-CLS (or DF-GAN) recipe, which needs no grounding.
 PLAIN = {k: LEVERS_OFF[k] for k in ("text", "match_coef", "d_contrast_coef")}
 

@@ -28,6 +28,7 @@ import torch
 
 from t2i.data import synth
 from t2i.io import save_torch
+from t2i.modes import evaluating
 from t2i.named import knows_named
 
 FILE = "probes.pt"
@@ -155,12 +156,10 @@ def caption_check(D: torch.nn.Module, images: torch.Tensor, probes: dict, keys: 
     matching-aware discriminator, or any scorer of image-caption pairs such as
     ``t2i.ground.Grounding``) scores the true caption above the one with that attribute changed;
     ties count half. D runs in eval mode (no batch statistics,
-    no random draws) and is left in the mode it was in."""
+    no random draws) and is left in the mode it was in, each of its submodules."""
     where = {k: n for n, k in enumerate(keys)}
     at = torch.tensor([where.get(k, -1) for k in probes["keys"]])  # probe image -> row of images
-    was = D.training
-    D.eval()
-    try:
+    with evaluating(D):  # every submodule back in its own mode afterwards (a frozen text head stays in eval)
         out = {}
         for attr, rows in probes["d_check"].items():
             has = at[rows["index"]] >= 0
@@ -176,5 +175,3 @@ def caption_check(D: torch.nn.Module, images: torch.Tensor, probes: dict, keys: 
             t, a = torch.cat(s_true), torch.cat(s_alt)
             out[attr] = ((t > a).float() + 0.5 * (t == a).float()).mean().item()
         return out
-    finally:
-        D.train(was)

@@ -11,13 +11,16 @@ from torch import nn
 
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_generator, resume_blockers
 from t2i.families import get_family
+from t2i.families.common import build_discriminator
 from t2i.families.df_gan import Affine, DFConfig, DFDiscriminator, DFGenerator
 from t2i.families.gan_cls import Generator
 from t2i.gan import gan_step, model_config, step_inputs, trainables
 from t2i.losses import hinge_discriminator_loss, hinge_generator_loss, ma_gp
-from t2i.params import GAN_CLS_ONLY, TrainParams
+from t2i.params import TrainParams
 
 from tests.test_train import TINY, train
+
+GAN_CLS = get_family("gan-cls").reads  # GAN-CLS's own keys
 
 DF = {**TINY, "arch": "df-gan", "df_gan": {"ngf": 4, "ndf": 4}}
 CFG = DFConfig(emb_dim=16, z_dim=8, ngf=4, ndf=4, image_size=32, fusion_hidden=None)
@@ -97,10 +100,10 @@ def test_discriminator_reads_the_text():
 
 def test_the_registry_builds_each_family():
     cfg = TrainParams(**TINY)
-    G, _ = get_family("gan-cls").models(cfg, model_config(cfg, 16, 32))
+    G = get_family("gan-cls").generator(model_config(cfg, 16, 32))
     assert isinstance(G, Generator)
     cfg = TrainParams(**DF)
-    G, D = get_family("df-gan").models(cfg, model_config(cfg, 16, 32))
+    G, D = get_family("df-gan").generator(model_config(cfg, 16, 32)), build_discriminator(cfg, model_config(cfg, 16, 32))
     assert isinstance(G, DFGenerator) and isinstance(D, DFDiscriminator) and G.cfg.ngf == 4
 
 
@@ -215,7 +218,7 @@ def test_the_checkpoint_names_its_family_and_only_its_keys(train_urls, tmp_path)
     G, config = load_generator(tmp_path / "df" / GENERATOR)
     assert isinstance(G, DFGenerator) and not G.training
     assert config["arch"] == "df-gan" and config["df_gan"]["ngf"] == 4 == G.cfg.ngf
-    assert not set(GAN_CLS_ONLY) & set(config)
+    assert not set(GAN_CLS) & set(config)
     train(train_urls, tmp_path / "cls", **{**TINY, "epochs": 1})
     G, config = load_generator(tmp_path / "cls" / GENERATOR)
     assert isinstance(G, Generator) and "arch" not in config and "df_gan" not in config  # as before families

@@ -19,7 +19,7 @@ from t2i.checkpoint import GENERATOR, load_generator
 from t2i.families import BUILT_IN, FAMILIES, get_family, register_family
 from t2i.families.common import Family, Loss, StepInputs
 from t2i.gan import gan_step, model_config, step_inputs, trainables
-from t2i.params import GAN_CLS_ONLY, TrainParams, load_params
+from t2i.params import SHARED, TrainParams, load_params
 
 from tests.conftest import REPO
 from tests.test_train import DATA, TINY
@@ -97,7 +97,7 @@ class Toy(Family):
 
     name = "toy"
     Config = ToyConfig
-    unrecorded = ("df_gan", *GAN_CLS_ONLY)
+    reads = ("lr",)  # a key GAN-CLS reads too: reading it takes nothing from GAN-CLS
 
     def model_config(self, cfg, emb_dim, image_size):
         return ToyConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, image_size=image_size, width=4)
@@ -105,11 +105,11 @@ class Toy(Family):
     def generator(self, model_cfg):
         return ToyGenerator(model_cfg)
 
-    def discriminator(self, model_cfg):
+    def discriminator(self, cfg, model_cfg):
         return ToyDiscriminator(model_cfg)
 
     def optimisers(self, cfg, G, D, **extra):
-        return torch.optim.SGD(G.parameters(), lr=0.01, **extra), torch.optim.SGD(D.parameters(), lr=0.01, **extra)
+        return torch.optim.SGD(G.parameters(), lr=cfg.lr, **extra), torch.optim.SGD(D.parameters(), lr=cfg.lr, **extra)
 
     def draws(self, cfg, batch, g):
         return {"z_alt": torch.randn(batch, cfg.z_dim, generator=g)}
@@ -167,7 +167,9 @@ def test_a_family_registered_in_a_test_trains_and_saves_through_the_loop(toy, tr
     assert summary["steps"] > 0 and "g_spread" in summary
     G, config = load_generator(tmp_path / GENERATOR)
     assert isinstance(G, ToyGenerator) and config["arch"] == "toy" and config["model"]["width"] == 4
-    assert not {"df_gan", *GAN_CLS_ONLY} & set(config)
+    assert config["lr"] == 2e-4 and not {"df_gan", "ngf", "ms_coef"} & set(config)  # what it reads, only
+    assert set(config) - {"num_samples", "emb_dim", "image_size", "text_model", "model", "world_size"} <= {
+        *SHARED, "arch", "lr"}
 
 
 # --------------------------------------------------------------------------- the registry
@@ -278,3 +280,83 @@ def test_params_check_the_family_without_torch():
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------- resume, one D path
+
+
+class FlaggedToy(Toy):
+    """The toy with a D lever of its own: ``ms_coef`` > 0 (a key it reads) adds a layer to D."""
+
+    name = "toy"
+    reads = ("lr", "ms_coef")
+    built_by: list[str] = []
+
+    def discriminator(self, cfg, model_cfg):
+        import inspect
+
+        self.built_by.append(inspect.stack()[1].function)
+        D = ToyDiscriminator(model_cfg)
+        if cfg.ms_coef > 0:
+            D.extra = nn.Linear(1, 1)
+        return D
+
+
+@pytest.fixture
+def flagged():
+    register_family(FlaggedToy())
+    FlaggedToy.built_by.clear()
+    yield FAMILIES["toy"]
+    del FAMILIES["toy"]
+
+
+def test_a_family_registered_in_a_test_resumes_to_the_same_bytes(flagged, train_urls, tmp_path):
+    from t2i.checkpoint import CHECKPOINT
+    from t2i.train import training_loop
+
+    cfg = TrainParams(**{**TINY, "arch": "toy", "checkpoint_every": 2, "ms_coef": 0.5})
+    training_loop(train_urls, tmp_path / "full", cfg, data=DATA, progress=False)
+
+    def crash(step, G, D):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training_loop(train_urls, tmp_path / "cut", cfg, data=DATA, progress=False, on_step=crash)
+    assert training_loop(train_urls, tmp_path / "cut", cfg, data=DATA, progress=False)["resumed"]
+    for name in (GENERATOR, CHECKPOINT):  # every value (not the bytes: pickle shares a string once read back)
+        assert equal(torch.load(tmp_path / "full" / name, weights_only=False),
+                     torch.load(tmp_path / "cut" / name, weights_only=False))
+
+
+def equal(a, b) -> bool:
+    """Nested dicts, lists and tensors: the same keys, values and tensor bytes."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    return a == b
+
+
+def test_training_and_load_discriminator_build_d_the_same_way(flagged, train_urls, tmp_path):
+    """D's construction has one path: a D trained with the family's flag on loads back, flag and all."""
+    from t2i.checkpoint import CHECKPOINT, load_discriminator
+    from t2i.train import training_loop
+
+    cfg = TrainParams(**{**TINY, "arch": "toy", "epochs": 1, "ms_coef": 0.5})
+    training_loop(train_urls, tmp_path, cfg, data=DATA, progress=False)
+    D = load_discriminator(tmp_path / CHECKPOINT)
+    assert isinstance(D.extra, nn.Linear) and not D.training
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=False)["D"]
+    assert all(torch.equal(v, saved[k]) for k, v in D.state_dict().items())
+    assert FlaggedToy.built_by == ["build_discriminator", "build_discriminator"]  # training, then loading
+
+
+def test_every_train_key_is_shared_read_by_a_family_or_deliberately_unrecorded():
+    """A new TrainParams key must say who reads it (SHARED or a family's ``reads``), or it would be
+    missing from every record and resume would not see it change."""
+    read = {k for arch in BUILT_IN for k in get_family(arch).reads}
+    assert set(TrainParams.model_fields) - set(SHARED) - read == {"arch", "checkpoint_every", "nproc_per_node"}
+    assert not set(get_family("gan-cls").reads) & set(get_family("df-gan").reads)

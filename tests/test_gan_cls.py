@@ -123,7 +123,9 @@ def test_the_params_defaults_build_the_default_models() -> None:
     from t2i.params import TrainParams
 
     cfg = model_config(TrainParams(), emb_dim=384, image_size=64)
-    G, D = get_family("gan-cls").models(TrainParams(), cfg)
+    from t2i.families.common import build_discriminator
+
+    G, D = get_family("gan-cls").generator(cfg), build_discriminator(TrainParams(), cfg)
     assert isinstance(G, Generator) and isinstance(D, Discriminator)
     assert (cfg.ngf, cfg.ndf, cfg.z_dim, cfg.proj_dim, cfg.ca) == (32, 32, 100, 128, False)
     with pytest.raises(TypeError, match="missing"):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_discriminator, load_generator
 from t2i.data import synth
 from t2i.data.loader import batches
-from t2i.gan import gan_step, hard_mismatched, model_config, step_inputs, trainables, wrong_descriptions
+from t2i.gan import gan_step, model_config, step_inputs, trainables
+from t2i.wrong import pick_wrong_hard, wrong_mask
 from t2i.ground import Grounding, load_grounding, train_grounding
 from t2i.losses import contrastive_loss, ranking_loss
 from t2i.named import fits
@@ -85,10 +86,10 @@ def test_a_guarded_hard_wrong_caption_never_describes_the_image():
         picks = torch.randint(0, 2, (10, 1), generator=g)
         f = fits(metas, picks, [["a", "b"]] * 10)
         for fraction in (0.0, 0.5, 1.0):
-            wrong = hard_mismatched(f, emb, fraction, g)
+            wrong = pick_wrong_hard(f, emb, fraction, g)
             has = (~f).any(dim=1)  # items some other item's caption contradicts
             assert has.any() and not f[torch.arange(10), wrong][has].any()
-    hardest = hard_mismatched(torch.eye(3, dtype=torch.bool), torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1]]), 1.0, g)
+    hardest = pick_wrong_hard(torch.eye(3, dtype=torch.bool), torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1]]), 1.0, g)
     assert hardest.tolist() == [1, 0, 1]  # the most similar other caption
 
 
@@ -96,13 +97,13 @@ def test_the_cosine_guard_keeps_paraphrases_out_on_free_text():
     g = torch.Generator().manual_seed(0)
     emb = torch.tensor([[1.0, 0.0], [0.99, 0.01], [0.0, 1.0]])
     no_fit = torch.eye(3, dtype=torch.bool)
-    assert hard_mismatched(no_fit, emb, 1.0, g)[0] == 1  # unguarded: the near-copy
-    assert hard_mismatched(no_fit, emb, 1.0, g, max_cos=0.9)[0] == 2
+    assert pick_wrong_hard(no_fit, emb, 1.0, g)[0] == 1  # unguarded: the near-copy
+    assert pick_wrong_hard(no_fit, emb, 1.0, g, max_cos=0.9)[0] == 2
     only_copy = torch.tensor([[True, False, True], [False, True, True], [True, True, True]])  # 0's only non-fit: 1
     for fraction in (0.0, 1.0):  # the guard cannot leave 0 without a candidate: the near-copy, never a fitting one
-        assert hard_mismatched(only_copy, emb, fraction, g, max_cos=0.9)[0] == 1
+        assert pick_wrong_hard(only_copy, emb, fraction, g, max_cos=0.9)[0] == 1
     everyone = torch.ones(3, 3, dtype=torch.bool)  # every caption fits every image: any other item, as before
-    assert (hard_mismatched(everyone, emb, 1.0, g) != torch.arange(3)).all()
+    assert (pick_wrong_hard(everyone, emb, 1.0, g) != torch.arange(3)).all()
 
 
 def test_the_matching_loss_keeps_captions_that_ask_nothing_contradicting_out_of_its_negatives():
@@ -128,16 +129,16 @@ def test_the_contrastive_term_is_lower_for_aligned_pairs_and_skips_fitting_negat
     assert contrastive_loss(same, same, 10.0, both) == 0
 
 
-def test_wrong_descriptions_never_fit_and_a_batch_differing_only_in_centre_has_them():
+def test_wrong_mask_never_fits_and_a_batch_differing_only_in_centre_has_them():
     centres = list(synth.CENTRE_COLOURS)
     metas = [flower("red", centres[i % 5], named=[("petal_colour",), ("petal_colour", "centre_colour")])
              for i in range(10)]
     picks = torch.tensor([[i % 2] for i in range(10)])  # half name the centre, half only "red"
     f = fits(metas, picks, [["a", "b"]] * 10)
-    unlike = wrong_descriptions(f, torch.randn(10, 16))
-    assert unlike.any(dim=1).all() and not (unlike & f).any() and not unlike.diagonal().any()
+    mask = wrong_mask(f, torch.randn(10, 16))
+    assert mask.any(dim=1).all() and not (mask & f).any() and not mask.diagonal().any()
     near = torch.tensor([[1.0, 0.0], [0.99, 0.01], [0.0, 1.0]])  # free text: no paraphrase is a wrong one
-    assert wrong_descriptions(torch.eye(3, dtype=torch.bool), near, max_cos=0.9).tolist() == [
+    assert wrong_mask(torch.eye(3, dtype=torch.bool), near, max_cos=0.9).tolist() == [
         [False, False, True], [False, False, True], [True, True, False]]
 
 
@@ -157,11 +158,11 @@ def test_d_contrast_ranks_own_captions_and_reaches_d_image_features_and_text_pat
     cfg = tiny(arch=arch, d_contrast_coef=1.0, d_contrast_negatives=4)
     batch = next(batches(train_urls, 8))
     t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size))
-    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
-    assert x.unlike is not None and x.unlike.any(dim=1).all()
+    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), nets=t)
+    assert x.wrong_mask is not None and x.wrong_mask.any(dim=1).all()
     opt = torch.optim.Adam(t.D.parameters(), lr=1e-3)
     for step in range(30):  # D learns this batch's pairs through the term alone
-        loss = d_contrast(t.D, t.D.features(x.real), x.emb, x.unlike, 4)
+        loss = d_contrast(t.D, t.D.features(x.real), x.emb, x.wrong_mask, 4)
         opt.zero_grad()
         loss.backward()
         if step == 0:
@@ -174,12 +175,12 @@ def test_d_contrast_ranks_own_captions_and_reaches_d_image_features_and_text_pat
     assert loss.item() < first
     feat = t.D.features(x.real).detach()
     stats = {k: v.clone() for k, v in t.D.state_dict().items() if "running" in k}
-    d_contrast(t.D, feat, x.emb, x.unlike, 4)  # the pairs leave D's running statistics be
+    d_contrast(t.D, feat, x.emb, x.wrong_mask, 4)  # the pairs leave D's running statistics be
     assert all(torch.equal(v, t.D.state_dict()[k]) for k, v in stats.items()) and (arch == "df-gan" or stats)
     shuffled = x.emb[torch.roll(torch.arange(8), 1)]
     with torch.no_grad():
         feat = t.D.features(x.real)
-        assert d_contrast(t.D, feat, x.emb, x.unlike, 4) < d_contrast(t.D, feat, shuffled, x.unlike, 4)
+        assert d_contrast(t.D, feat, x.emb, x.wrong_mask, 4) < d_contrast(t.D, feat, shuffled, x.wrong_mask, 4)
     t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size))  # in a whole step, as d_contrast
     assert "d_contrast" in gan_step(t, x, cfg)
 
@@ -232,7 +233,7 @@ def test_the_matching_term_is_lower_for_aligned_pairs_and_reaches_g_only(train_u
     cfg = tiny(match_coef=1.0)
     batch = next(batches(train_urls, 8))
     t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size), ground=grounding)
-    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
+    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), nets=t)
     fake = t.G(x.z, x.emb)
     loss = shared_g_terms(cfg, x, {"fake": fake}, {}, Loss(fake.new_zeros(())), t.ground, None)
     loss.total.backward()
@@ -254,7 +255,7 @@ def test_levers_off_draw_and_record_as_before(train_urls):
     g = torch.Generator().manual_seed(0)
     idx = torch.rand(8, batch["emb"].shape[1], generator=g).argsort(dim=1)[:, :1]  # the draws of before
     emb = batch["emb"][torch.arange(8)[:, None], idx].mean(dim=1)
-    assert torch.equal(x.emb, emb) and x.code is None and x.unlike is None and x.agrees is None
+    assert torch.equal(x.emb, emb) and x.code is None and x.wrong_mask is None and x.agrees is None
 
 
 def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, data, tmp_path):
@@ -306,7 +307,7 @@ def test_the_attribute_heads_learn_real_labels_and_ask_g_for_the_named_ones(trai
     t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size), attributes=data.attributes)
     assert t.heads is t.D.attribute_heads
     assert {id(p) for p in t.heads.parameters()} <= {id(p) for g in t.opt_d.param_groups for p in g["params"]}
-    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), t=t)
+    x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), nets=t)
     assert (x.labels >= 0).all() and ((x.named_labels == x.labels) | (x.named_labels == -1)).all()
     assert (x.named_labels == -1).any()  # most captions leave something unnamed
     unlabelled = torch.full_like(x.labels, -1)  # a batch without labels: a zero term, every head in the graph

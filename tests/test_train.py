@@ -10,7 +10,8 @@ import torch
 
 from t2i import T2IError
 from t2i.checkpoint import CHECKPOINT, GENERATOR, load_generator, resume_blockers
-from t2i.gan import mismatched, pick_captions
+from t2i.gan import pick_captions
+from t2i.wrong import pick_wrong_class
 from t2i.params import PLAIN, TrainParams
 from t2i.train import DataSpec, training_loop
 
@@ -84,7 +85,7 @@ def test_each_extra_term_enters_g_loss_with_its_weight(train_urls, coef, term, p
         torch.testing.assert_close(logs[w]["loss_g"], others + w * logs[w][f"g_{term}"])
 
 
-@pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}])
+@pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}, {"augment": "color,translation,cutout"}])
 def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
     train(train_urls, tmp_path / "full", checkpoint_every=2, **options)
 
@@ -237,13 +238,13 @@ def test_ctrl_c_says_where_to_resume(train_urls, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == "train: interrupted at step 3; rerun to resume from step 2"
 
 
-def test_mismatched_picks_another_class():
+def test_pick_wrong_class_picks_another_class():
     g = torch.Generator().manual_seed(0)
     cls = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])
     for _ in range(20):
-        j = mismatched(cls, g)
+        j = pick_wrong_class(cls, g)
         assert (cls[j] != cls).all()
-    one_class = mismatched(torch.zeros(4, dtype=torch.long), g)
+    one_class = pick_wrong_class(torch.zeros(4, dtype=torch.long), g)
     assert (one_class != torch.arange(4)).all()
 
 

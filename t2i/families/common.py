@@ -1,19 +1,24 @@
 """What every model family shares: ``Family``, the one interface ``t2i.gan`` trains through,
-``StepInputs``, what a step's passes are given, ``Loss``, a loss as named weighted terms, and
-``blocks_between``, the depth for an image size.
+``StepInputs``, what a step's passes are given, ``Loss``, a loss as named weighted terms, the
+terms every family may add (``shared_d_terms``, ``shared_g_terms``), ``build_discriminator``, the
+one way D is built (for training and for ``t2i.checkpoint.load_discriminator`` alike), and the
+pieces the families share (``Shapes``, ``adam_pair``, ``scores_fp32``).
 
 A step (``t2i.gan.gan_step``) calls a family's three pass modules and hands their outputs, dicts
 with the same keys in every family, to the family's losses:
 
 - G's passes, ``g_passes(x)``: {"fake": (B, 3, S, S) images, ...};
 - D's passes in D's update, ``d_passes(x, fake)``: {"real": (B,) scores of real images with their
-  own captions, "wrong": (B,) of real images with other classes' captions or None, "fake": (B,)
+  own captions, "wrong": (B,) of real images with wrong captions (``t2i.wrong``) or None, "fake": (B,)
   of the fakes with their captions, "feat_real": (B, C, h, w) D's image features of the real
   images, "feat_fake": those of the fakes or None, ...};
 - D's passes in G's update, ``d_fakes(x, g_out)``: {"fake": (B,) scores, "feat_fake": (B, C, h, w), ...};
 
 where ``...`` is the family's own (GAN-CLS's GAN-INT fakes, DF-GAN's gradient penalty "gp").
-The passes run under the step's autocast; the losses cast what they use to fp32.
+The passes run under the step's autocast; the losses cast what they use to fp32. Every image D
+sees reaches its passes through ``StepInputs.seen_by_d`` (``t2i.gan.gan_step`` applies it to the
+real images and to the family's ``seen_by_d`` outputs of G), the one place for what D's inputs go
+through.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torch import nn
 
 from t2i.losses import contrastive_loss, ranking_loss
 from t2i.params import IMAGE_SIZES, TrainParams
+from t2i.wrong import cosines
 
 
 def blocks_between(image_size: int) -> int:
@@ -40,20 +46,72 @@ def blocks_between(image_size: int) -> int:
     return int(math.log2(image_size)) - 2
 
 
+class Shapes:
+    """What every family's model config (a dataclass with an ``image_size`` field) shares: the
+    size is checked when the config is made, and ``n_blocks`` is its depth. A mixin without
+    fields, so each family's fields keep their order (the order of every stored record)."""
+
+    def __post_init__(self) -> None:
+        blocks_between(self.image_size)
+
+    @property
+    def n_blocks(self) -> int:
+        """Up- (G) or downsampling (D) blocks between the 4x4 map and the image."""
+        return blocks_between(self.image_size)
+
+
+def adam_pair(G: nn.Module, D: nn.Module, lr_g: float, lr_d: float, betas: tuple[float, float],
+              **extra) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam for G and for D; ``extra``: what the device asks for (fused=True on CUDA)."""
+    return (torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas, **extra),
+            torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas, **extra))
+
+
+def scores_fp32(d_out: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """D's scores of a step's real, wrong (None when off) and fake pairs, in fp32 for the losses."""
+    wrong = d_out["wrong"]
+    return d_out["real"].float(), None if wrong is None else wrong.float(), d_out["fake"].float()
+
+
+def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[str]] | None = None) -> nn.Module:
+    """D of family ``cfg.arch`` as training builds it and ``t2i.checkpoint.load_discriminator``
+    rebuilds it (the one construction path: a lever on D goes here, so that the state dicts of
+    both agree): the family's D, and AC-GAN's heads (``cfg.ac_coef``, labels ``attributes``)."""
+    from t2i.families import get_family
+
+    D = get_family(cfg.arch).discriminator(cfg, model_cfg)
+    if cfg.ac_coef > 0:
+        if not attributes:
+            raise ValueError("train.ac_coef: this dataset's samples have no attribute labels to classify")
+        AttributeHeads.attach(D, attributes, model_cfg.image_size)
+    return D
+
+
 @dataclass
 class StepInputs:
     """A step's inputs (``t2i.gan.step_inputs``): the batch and its random draws, on the device."""
 
     real: torch.Tensor  # (B, 3, S, S) real images in [-1, 1]
     emb: torch.Tensor  # (B, D) their caption embeddings (the mean of captions_per_step captions)
-    wrong: torch.Tensor  # (B, D) caption embeddings of images of other classes
+    wrong: torch.Tensor  # (B, D) each image's wrong caption (t2i.wrong, train.wrong)
     z: torch.Tensor  # (B, z_dim) noise
     draws: dict[str, torch.Tensor]  # the family's own draws (``Family.draws``), by name
     code: torch.Tensor | None = None  # (B, dim) the grounded text code of the captions, when the run has a grounding
-    unlike: torch.Tensor | None = None  # (B, B) bool: item j's captions are a wrong description of item i's image (train.d_contrast_coef)
+    wrong_mask: torch.Tensor | None = None  # (B, B) bool: item j's captions are wrong for item i's image (train.d_contrast_coef)
     agrees: torch.Tensor | None = None  # (B, B) bool: item j's captions ask nothing item i's contradict (t2i.named.agrees)
     labels: torch.Tensor | None = None  # (B, A) long: each real image's attribute values (-1: unknown), with train.ac_coef
     named_labels: torch.Tensor | None = None  # (B, A) long: those its captions name (-1: not named), what G is asked for
+    d_draws: dict[str, torch.Tensor] = field(default_factory=dict)  # the draws of what D's inputs go through
+
+    def seen_by_d(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images as D sees them: the hook every image D scores goes through, real
+        and fake alike: ``train.augment``'s transforms with this step's ``d_draws``
+        (t2i/diffaugment.py); the images themselves when it is off."""
+        if not self.d_draws:
+            return images
+        from t2i.diffaugment import apply
+
+        return apply(images, self.d_draws)
 
 
 @dataclass
@@ -122,24 +180,23 @@ def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, D: 
 
     - ``contrast`` (``cfg.d_contrast_coef``; XMC-GAN's image-text term for D, on D's own scores):
       D must score each real image with its own caption above the ``cfg.d_contrast_negatives``
-      batch captions most like it (in what D sees) that do not describe it (``x.unlike``);
+      batch captions most like it (in what D sees) that are wrong for it (``x.wrong_mask``);
     - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads classify the real images."""
     if cfg.d_contrast_coef > 0:
-        loss.add("contrast", cfg.d_contrast_coef, d_contrast(D, d_out["feat_real"], x.emb, x.unlike,
+        loss.add("contrast", cfg.d_contrast_coef, d_contrast(D, d_out["feat_real"], x.emb, x.wrong_mask,
                                                              cfg.d_contrast_negatives))
     if cfg.ac_coef > 0:
         loss.add("ac", cfg.ac_coef, heads.loss(d_out["feat_real"], x.labels))
     return loss
 
 
-def d_contrast(D: nn.Module, feat: torch.Tensor, emb: torch.Tensor, unlike: torch.Tensor, k: int) -> torch.Tensor:
+def d_contrast(D: nn.Module, feat: torch.Tensor, emb: torch.Tensor, wrong_mask: torch.Tensor, k: int) -> torch.Tensor:
     """D's ranking loss (``t2i.losses.ranking_loss``) of real images' features (B, C, h, w) with
     their own captions ``emb`` (B, D) against the ``k`` most similar captions of the batch that
-    ``unlike`` (B, B) allows; one ``D.judge`` call over the B * (1 + k) pairs, in fp32."""
+    are wrong for them (``wrong_mask`` (B, B)); one ``D.judge`` call over the B * (1 + k) pairs, in fp32."""
     B = len(emb)
     k = min(k, B - 1)
-    e = F.normalize(emb.detach().float(), dim=1)
-    sim = (e @ e.t()).masked_fill(~unlike, float("-inf"))  # (B, B)
+    sim = cosines(emb).masked_fill(~wrong_mask, float("-inf"))  # (B, B)
     top, idx = sim.topk(k, dim=1)  # (B, k)
     pairs = torch.cat([emb[:, None], emb[idx]], dim=1).float()  # (B, 1 + k, D)
     with still_statistics(D):  # the pairs are not D's data: its BatchNorm running statistics stay as they are
@@ -186,7 +243,10 @@ class Family(ABC):
 
     name: str  # train.arch
     Config: type  # the models' shapes, a dataclass; asdict of it is stored with the weights
-    unrecorded: tuple[str, ...]  # TrainParams keys left out of the stored config (those it does not read)
+    reads: tuple[str, ...] = ()  # its own TrainParams keys (a section such as "df_gan", or flat keys), recorded
+    # with the weights beside t2i.params.SHARED; no family lists another's keys
+    names_itself: bool = True  # its record stores ``arch`` (GAN-CLS's does not: its files predate families)
+    seen_by_d: tuple[str, ...] = ("fake",)  # the outputs of G's passes that D scores (through StepInputs.seen_by_d)
     compile_refusal: str | None = None  # why train.compile is refused; None: it is not
     batchnorm: bool = True  # has BatchNorm for train.sync_bn to synchronise
 
@@ -199,14 +259,10 @@ class Family(ABC):
         """A freshly initialised G(z, emb) -> (B, 3, S, S) images in [-1, 1]."""
 
     @abstractmethod
-    def discriminator(self, model_cfg) -> nn.Module:
+    def discriminator(self, cfg: TrainParams, model_cfg) -> nn.Module:
         """A freshly initialised D(img, emb) -> (B,) scores, with ``D.features(img)`` -> (B, C, h, w)
-        and ``D.judge(features, emb)`` -> (B,) scores (D = judge after features)."""
-
-    def models(self, cfg: TrainParams, model_cfg) -> tuple[nn.Module, nn.Module]:
-        """Fresh G and D to train with params ``cfg``, built in that order (both draw their
-        initial weights from torch's global RNG)."""
-        return self.generator(model_cfg), self.discriminator(model_cfg)
+        and ``D.judge(features, emb)`` -> (B,) scores (D = judge after features). Called through
+        ``build_discriminator`` only."""
 
     @abstractmethod
     def optimisers(self, cfg: TrainParams, G: nn.Module, D: nn.Module,
@@ -214,8 +270,8 @@ class Family(ABC):
         """G's and D's optimisers; ``extra``: keyword arguments the device asks for (fused=True on CUDA)."""
 
     @abstractmethod
-    def draws(self, cfg: TrainParams, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-        """The step's random draws beyond the shared ones, from ``g`` in a fixed order (CPU tensors)."""
+    def draws(self, cfg: TrainParams, batch: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
+        """The step's random draws beyond the shared ones, from ``rng`` in a fixed order (CPU tensors)."""
 
     @abstractmethod
     def passes(self, cfg: TrainParams, G: nn.Module, D: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:

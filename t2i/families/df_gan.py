@@ -13,8 +13,8 @@ Written from the paper and the facts of tobran/DF-GAN (widths, the affine's zero
 last layer, the residual D with a learnt gate), not from its code. One change for short runs is
 a param: ``train.df_gan.d_gate`` starts D's residual gates open (docs/experiments.md).
 
-Its own keys are ``train.df_gan.*``; of ``train.*`` it reads the shared ones (not
-``t2i.params.GAN_CLS_ONLY``), and its record names it (``arch``).
+Its own keys are ``train.df_gan.*`` (``DfGan.reads``); of ``train.*`` it reads the shared ones
+(``t2i.params.SHARED``), and its record names it (``arch``).
 """
 
 from __future__ import annotations
@@ -25,31 +25,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from t2i.families.common import Family, Loss, StepInputs, blocks_between
+from t2i.families.common import Family, Loss, Shapes, StepInputs, adam_pair, scores_fp32
 from t2i.losses import hinge_discriminator_loss, hinge_generator_loss, ma_gp
-from t2i.params import GAN_CLS_ONLY, TrainParams
+from t2i.params import TrainParams
 
 
 @dataclass
-class DFConfig:
+class DFConfig(Shapes):
     """DF-GAN's shapes. No defaults: ``DfGan.model_config`` fills them from the params (the one
     source of defaults) and the data, and a checkpoint stores them."""
 
-    emb_dim: int  # sentence embedding size (384: all-MiniLM-L6-v2)
+    emb_dim: int  # caption code size: the text model's (384: all-MiniLM-L6-v2) or, with train.text: grounded, ground.dim
     z_dim: int  # noise size
     ngf: int  # generator base width (the paper's nf for birds: 32)
     ndf: int  # discriminator base width
     image_size: int
     channels: int = 3
     fusion_hidden: int | None = field(kw_only=True)  # hidden width of each affine MLP; None: the block's channels
-
-    def __post_init__(self) -> None:
-        blocks_between(self.image_size)
-
-    @property
-    def n_blocks(self) -> int:
-        """Up- (G) or downsampling (D) blocks between 4x4 and the image."""
-        return blocks_between(self.image_size)
 
     @property
     def cond_dim(self) -> int:
@@ -251,7 +243,7 @@ class DfGan(Family):
 
     name = "df-gan"
     Config = DFConfig
-    unrecorded = GAN_CLS_ONLY
+    reads = ("df_gan",)
     compile_refusal = "MA-GP's double backward is untested under torch.compile"
     batchnorm = False
 
@@ -263,22 +255,17 @@ class DfGan(Family):
     def generator(self, model_cfg: DFConfig) -> DFGenerator:
         return DFGenerator(model_cfg)
 
-    def discriminator(self, model_cfg: DFConfig) -> DFDiscriminator:
-        return DFDiscriminator(model_cfg)
-
-    def models(self, cfg: TrainParams, model_cfg: DFConfig) -> tuple[DFGenerator, DFDiscriminator]:
-        """Fresh G and D, D's residual gates at train.df_gan.d_gate."""
-        G, D = super().models(cfg, model_cfg)
+    def discriminator(self, cfg: TrainParams, model_cfg: DFConfig) -> DFDiscriminator:
+        """A fresh D, its residual gates at train.df_gan.d_gate."""
+        D = DFDiscriminator(model_cfg)
         D.open_gates(cfg.df_gan.d_gate)
-        return G, D
+        return D
 
     def optimisers(self, cfg: TrainParams, G: nn.Module, D: nn.Module, **extra):
         df = cfg.df_gan
-        betas = (df.beta1, df.beta2)
-        return (torch.optim.Adam(G.parameters(), lr=df.lr_g, betas=betas, **extra),
-                torch.optim.Adam(D.parameters(), lr=df.lr_d, betas=betas, **extra))
+        return adam_pair(G, D, df.lr_g, df.lr_d, (df.beta1, df.beta2), **extra)
 
-    def draws(self, cfg: TrainParams, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    def draws(self, cfg: TrainParams, batch: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         return {}  # the shared noise is all it draws
 
     def passes(self, cfg: TrainParams, G: nn.Module, D: nn.Module):
@@ -291,9 +278,7 @@ class DfGan(Family):
         gp = d_out["gp"]
         if (gp is None) != (cfg.df_gan.magp_coef == 0):
             raise ValueError("the D passes were built with another train.df_gan.magp_coef than this step's")
-        d_real, d_fake = d_out["real"].float(), d_out["fake"].float()  # losses in fp32
-        d_wrong = d_out["wrong"].float() if d_out["wrong"] is not None else None
-        loss = Loss(hinge_discriminator_loss(d_real, d_wrong, d_fake))
+        loss = Loss(hinge_discriminator_loss(*scores_fp32(d_out)))
         if gp is not None:
             loss.add("magp", cfg.df_gan.magp_coef, gp)
         return loss

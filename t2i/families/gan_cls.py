@@ -2,8 +2,8 @@
 (interpolated captions), and optionally conditioning augmentation (StackGAN), feature matching,
 an L1 term and mode seeking (MSGAN).
 
-Its keys are ``train.*`` (``t2i.params.GAN_CLS_ONLY`` beside the shared ones). Its record, the
-config stored with the weights, is the one it was before families existed: no ``arch``.
+Its own keys are flat ``train.*`` keys (``GanCls.reads``, beside ``t2i.params.SHARED``). Its
+record, the config stored with the weights, is the one it was before families existed: no ``arch``.
 Shapes in comments are for 64x64 images; B = batch, ngf and ndf the base widths (train.ngf, train.ndf).
 """
 
@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from t2i.families.common import Family, Loss, StepInputs, blocks_between
+from t2i.families.common import Family, Loss, Shapes, StepInputs, adam_pair, scores_fp32
 from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings, mode_seeking_loss
 from t2i.params import TrainParams
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Shapes):
     """GAN-CLS's shapes. No defaults: ``GanCls.model_config`` fills them from the params (the one
     source of defaults) and the data, and a checkpoint stores them."""
 
-    emb_dim: int  # sentence embedding size (384: all-MiniLM-L6-v2)
+    emb_dim: int  # caption code size: the text model's (384: all-MiniLM-L6-v2) or, with train.text: grounded, ground.dim
     z_dim: int  # noise size
     proj_dim: int  # text embedding is compressed to this size
     ngf: int  # generator base width
@@ -34,14 +34,6 @@ class ModelConfig:
     # Keyword-only, so that it can follow ``channels`` without a default: the field order is the
     # order of the config stored in every checkpoint, and a GAN-CLS file's bytes must not change.
     ca: bool = field(kw_only=True)  # conditioning augmentation (StackGAN): G samples its text code
-
-    def __post_init__(self) -> None:
-        blocks_between(self.image_size)
-
-    @property
-    def n_blocks(self) -> int:
-        """Number of BN blocks between 4x4 and the image."""
-        return blocks_between(self.image_size)
 
 
 def _widths(base: int, n_blocks: int) -> list[int]:
@@ -196,7 +188,7 @@ class GeneratorPasses(nn.Module):
 
 class DiscriminatorPasses(nn.Module):
     """D's three passes in one call (one forward per backward, as DDP requires): real image +
-    right text, real image + wrong text (with ``cls``), fake + right text."""
+    right text, real image + wrong text (with ``cls``; ``t2i.wrong``), fake + right text."""
 
     def __init__(self, D: Discriminator, cls: bool) -> None:
         super().__init__()
@@ -230,7 +222,10 @@ class GanCls(Family):
 
     name = "gan-cls"
     Config = ModelConfig
-    unrecorded = ("arch", "df_gan")
+    reads = ("lr", "beta1", "beta2", "proj_dim", "ngf", "ndf", "int_coef", "int_beta", "l1_coef", "fm_coef",
+             "label_smoothing", "ca", "kl_coef", "ms_coef")
+    names_itself = False
+    seen_by_d = ("fake", "fake_int")
 
     def model_config(self, cfg: TrainParams, emb_dim: int, image_size: int) -> ModelConfig:
         return ModelConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=cfg.ngf, ndf=cfg.ndf,
@@ -239,25 +234,23 @@ class GanCls(Family):
     def generator(self, model_cfg: ModelConfig) -> Generator:
         return Generator(model_cfg)
 
-    def discriminator(self, model_cfg: ModelConfig) -> Discriminator:
+    def discriminator(self, cfg: TrainParams, model_cfg: ModelConfig) -> Discriminator:
         return Discriminator(model_cfg)
 
     def optimisers(self, cfg: TrainParams, G: nn.Module, D: nn.Module, **extra):
-        betas = (cfg.beta1, cfg.beta2)
-        return (torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas, **extra),
-                torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas, **extra))
+        return adam_pair(G, D, cfg.lr, cfg.lr, (cfg.beta1, cfg.beta2), **extra)
 
-    def draws(self, cfg: TrainParams, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    def draws(self, cfg: TrainParams, batch: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         out = {}
         if cfg.int_coef > 0:
-            out["partner"] = torch.randperm(batch, generator=g)  # (B,) GAN-INT: whose caption each is mixed with
-            out["z_int"] = torch.randn(batch, cfg.z_dim, generator=g)  # (B, z_dim) noise for the mixed captions
+            out["partner"] = torch.randperm(batch, generator=rng)  # (B,) GAN-INT: whose caption each is mixed with
+            out["z_int"] = torch.randn(batch, cfg.z_dim, generator=rng)  # (B, z_dim) noise for the mixed captions
         if cfg.ca:  # drawn after the draws above, so turning it on leaves those unchanged
-            out["eps"] = torch.randn(batch, cfg.proj_dim, generator=g)  # (B, proj_dim) the text code's draw
+            out["eps"] = torch.randn(batch, cfg.proj_dim, generator=rng)  # (B, proj_dim) the text code's draw
             if cfg.int_coef > 0:
-                out["eps_int"] = torch.randn(batch, cfg.proj_dim, generator=g)  # the same for the mixed captions
+                out["eps_int"] = torch.randn(batch, cfg.proj_dim, generator=rng)  # the same for the mixed captions
         if cfg.ms_coef > 0:
-            out["z2"] = torch.randn(batch, cfg.z_dim, generator=g)  # (B, z_dim) mode seeking: a second noise
+            out["z2"] = torch.randn(batch, cfg.z_dim, generator=rng)  # (B, z_dim) mode seeking: a second noise
         return out
 
     def passes(self, cfg: TrainParams, G: nn.Module, D: nn.Module):
@@ -266,8 +259,7 @@ class GanCls(Family):
     def d_loss(self, cfg: TrainParams, x: StepInputs, d_out: dict) -> Loss:
         """Real image + right text -> 1; real + wrong text, fake + right text -> 0 (one-sided
         label smoothing: real -> 1 - label_smoothing)."""
-        d_real, d_fake = d_out["real"].float(), d_out["fake"].float()  # losses in fp32
-        d_wrong = d_out["wrong"].float() if d_out["wrong"] is not None else None
+        d_real, d_wrong, d_fake = scores_fp32(d_out)
         return Loss(discriminator_loss(d_real, d_wrong, d_fake, smooth=cfg.label_smoothing))
 
     def g_loss(self, cfg: TrainParams, x: StepInputs, g_out: dict, d_out: dict, d_fakes_out: dict) -> Loss:

@@ -1,0 +1,76 @@
+"""DiffAugment (train.augment): every image D sees goes through the same differentiable transforms,
+real and fake alike; off, nothing is drawn and nothing changes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2i import T2IError
+from t2i.diffaugment import apply, draws
+from t2i.gan import gan_step, model_config, step_inputs, trainables
+from t2i.params import TrainParams, load_params
+
+from tests.test_families import batch
+from tests.test_train import TINY
+
+ALL = "color,translation,cutout"
+
+
+def test_each_transform_changes_the_images_and_passes_the_gradient():
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    for names in ("color", "translation", "cutout", ALL):
+        d = draws(names, 4, 16, torch.Generator().manual_seed(1))
+        out = apply(x, d)
+        assert out.shape == x.shape and not torch.equal(out, x)
+        x.grad = None
+        (out * torch.randn_like(out)).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_the_i_th_real_and_fake_go_through_the_same_transform():
+    img = torch.rand(3, 3, 16, 16)
+    d = draws(ALL, 6, 16, torch.Generator().manual_seed(0))
+    both = apply(torch.cat([img, img]), {k: torch.cat([v[:3], v[:3]]) for k, v in d.items()})
+    assert torch.equal(both[:3], both[3:])
+    shifted = apply(img, {"shift": torch.tensor([[2, 0], [0, -3], [0, 0]])})
+    assert torch.equal(shifted[0, :, 2:], img[0, :, :-2]) and (shifted[0, :, :2] == 0).all()
+    assert torch.equal(shifted[1, :, :, :-3], img[1, :, :, 3:]) and torch.equal(shifted[2], img[2])
+
+
+def test_gan_step_gives_d_the_augmented_real_and_fake_images_and_g_its_gradient():
+    cfg = TrainParams(**{**TINY, "augment": ALL})
+    nets = trainables(cfg, model_config(cfg, 16, 32))
+    x = step_inputs(batch(), cfg, torch.Generator().manual_seed(0))
+    assert set(x.d_draws) == {"brightness", "saturation", "contrast", "shift", "cut"}
+    seen = {}
+    d_passes, d_fakes = nets.d_passes, nets.d_fakes
+
+    def spy_d(xd, fake):
+        seen["real"], seen["fake"] = xd.real, fake
+        return d_passes(xd, fake)
+
+    def spy_g(xd, g_out):
+        seen["g_fake"], seen["g_raw"] = g_out["fake"], g_out
+        return d_fakes(xd, g_out)
+
+    nets.d_passes, nets.d_fakes = spy_d, spy_g
+    gan_step(nets, x, cfg)
+    assert torch.equal(seen["real"], apply(x.real, x.d_draws)) and not torch.equal(seen["real"], x.real)
+    assert "fake_int" in seen["g_raw"]  # GAN-INT's fakes are scored by D too, so they are seen through it
+    assert seen["g_fake"].grad_fn is not None  # G's gradient flows back through the augmentation
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in nets.G.parameters() if p.requires_grad)
+
+
+def test_off_draws_nothing_and_the_draws_before_it_are_unchanged():
+    on = step_inputs(batch(), TrainParams(**{**TINY, "augment": ALL}), torch.Generator().manual_seed(0))
+    off = step_inputs(batch(), TrainParams(**TINY), torch.Generator().manual_seed(0))
+    assert off.d_draws == {} and "augment" not in TrainParams(**TINY).recorded()
+    assert torch.equal(on.z, off.z) and on.draws.keys() == off.draws.keys()
+    assert all(torch.equal(on.draws[k], off.draws[k]) for k in off.draws)
+
+
+def test_an_unknown_transform_is_named():
+    with pytest.raises(T2IError, match=r"train.augment: unknown augmentation 'flip' \(known: color, translation, cutout\)"):
+        load_params(None, ["train.augment=color,flip"])
+    assert TrainParams(augment=" cutout, color ").augment == "cutout,color"
