@@ -1,8 +1,9 @@
 """Generator and training-state files, written and read here only: what ``generate`` and
 ``evaluate`` load without importing the training loop, and what a resume must match.
 
-``generator.pt`` holds the final generator's weights and the training config; ``checkpoint.pt``
-holds G, D, both optimisers, the step counters, the RNG state and the same config
+``generator.pt`` holds the final generator's weights (with ``train.ema``, the averaged ones) and
+the training config; ``checkpoint.pt`` holds G (and its average), D, both optimisers, the step
+counters, the RNG state and the same config
 (``save_checkpoint``, read back by ``restore``). The config names the model family (``arch``;
 none in a GAN-CLS file, which predates families), so every reader builds the right network
 without being told.
@@ -43,7 +44,8 @@ def save_checkpoint(path: Path, config: dict, nets, rngs: list, text_head: dict 
     ``t2i.gan.Trainables``; not imported here, so that readers of generator.pt need no step), every
     rank's random stream ``rngs`` (rank 0's alone when there is one rank), the grounded text head
     (``t2i.ground.text_head_blob``) and where the run is."""
-    save_torch({"config": config, "G": nets.G.state_dict(), "D": nets.D.state_dict(),
+    ema = {"G_ema": nets.G_ema.state_dict()} if nets.G_ema is not None else {}  # train.ema: the average beside G
+    save_torch({"config": config, "G": nets.G.state_dict(), **ema, "D": nets.D.state_dict(),
                 "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(), "rng": rngs[0],
                 **({"text_head": text_head} if text_head else {}),
                 **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
@@ -54,6 +56,8 @@ def restore(saved: dict, nets) -> list:
     """Load a checkpoint's models and optimisers into ``nets``; return every rank's random stream
     it holds (one per rank of the run that wrote it)."""
     nets.G.load_state_dict(saved["G"]), nets.D.load_state_dict(saved["D"])
+    if nets.G_ema is not None:
+        nets.G_ema.load_state_dict(saved["G_ema"])
     nets.opt_g.load_state_dict(saved["opt_g"]), nets.opt_d.load_state_dict(saved["opt_d"])
     return saved.get("rng_ranks", [saved["rng"]] * saved["config"].get("world_size", 1))  # rank 0's alone: older files
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from t2i import T2IError
 from t2i.data.loader import to_float
+from t2i.ema import Ema
 from t2i.families import get_family
 from t2i.families.common import (AttributeHeads, Family, StepInputs, build_discriminator, shared_d_terms,
                                  shared_g_terms)
@@ -57,6 +58,12 @@ class Trainables:
     d_fakes: nn.Module  # x, g_out -> D's scores and features of the fakes in G's update (outside DDP: D is not updated there)
     ground: Grounding | None = None  # the frozen grounding (t2i.ground), when the run uses its code or its matching loss
     heads: AttributeHeads | None = None  # AC-GAN's attribute heads on D (``D.attribute_heads``), with train.ac_coef
+    G_ema: Ema | None = None  # the average of G's weights (train.ema), updated after each of G's steps
+
+    @property
+    def G_out(self) -> nn.Module:
+        """The generator a run shows and saves in generator.pt: the average with train.ema, else G."""
+        return self.G if self.G_ema is None else self.G_ema.module
 
 
 def model_config(cfg: TrainParams, emb_dim: int, image_size: int):
@@ -104,7 +111,7 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
     if ground is not None:
         ground = ground.to(device).eval().requires_grad_(False)
     return Trainables(family, G, D, opt_g, opt_d, g_passes, d_passes, d_fakes,
-                      ground if needs_grounding(cfg) else None, heads)
+                      ground if needs_grounding(cfg) else None, heads, Ema(G, cfg.ema) if cfg.ema > 0 else None)
 
 
 def needs_grounding(cfg: TrainParams) -> bool:
@@ -235,6 +242,8 @@ def gan_step(nets: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard 
     if guard is not None:
         guard("loss_g", loss_g.total)
     nets.opt_g.step()
+    if nets.G_ema is not None:
+        nets.G_ema.update(nets.G)
     score = family.score
     return {"loss_d": loss_d.total.detach(), "loss_g": loss_g.total.detach(),
             "d_real": score(d_out["real"].float()).mean().detach(),

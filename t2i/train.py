@@ -118,7 +118,7 @@ def training_loop(
         if final and state.step % cfg.log_every:  # logged even off the log_every grid
             report.metrics(state.step, {**final, "epoch": state.epoch - 1})
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        save_generator(Path(out_dir) / GENERATOR, nets.G.cpu(), state.config, state.text_head)
+        save_generator(Path(out_dir) / GENERATOR, nets.G_out.cpu(), state.config, state.text_head)
     report.end()
     return {"steps": state.step, "epochs": state.epoch, "resumed": resumed, **final}
 
@@ -165,7 +165,7 @@ def run_epochs(nets: Trainables, cfg: TrainParams, loader: Loader, state: RunSta
             if on_step is not None:
                 on_step(state.step, nets.G, nets.D)
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
-        report.epoch_end(state.epoch, state.step, seen_by_text(nets.G), seen_by_text(nets.D), device)
+        report.epoch_end(state.epoch, state.step, seen_by_text(nets.G_out), seen_by_text(nets.D), device)
     return out
 
 

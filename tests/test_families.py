@@ -360,3 +360,20 @@ def test_every_train_key_is_shared_read_by_a_family_or_deliberately_unrecorded()
     read = {k for arch in BUILT_IN for k in get_family(arch).reads}
     assert set(TrainParams.model_fields) - set(SHARED) - read == {"arch", "checkpoint_every", "nproc_per_node"}
     assert not set(get_family("gan-cls").reads) & set(get_family("df-gan").reads)
+
+
+@pytest.mark.parametrize("arch", BUILT_IN)
+def test_spectral_norm_keeps_each_layer_of_d_near_one_and_loads_back(arch, train_urls, tmp_path):
+    from t2i.checkpoint import CHECKPOINT, load_discriminator
+    from t2i.train import training_loop
+
+    cfg = TrainParams(**{**TINY, "arch": arch, "df_gan": {"ngf": 4, "ndf": 4}, "spectral_norm": True, "epochs": 2})
+    training_loop(train_urls, tmp_path, cfg, data=DATA, progress=False)
+    D = load_discriminator(tmp_path / CHECKPOINT)
+    layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    sigma = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item() for m in layers]
+    assert all(0.9 < s < 1.1 for s in sigma), sigma
+    raw = [torch.linalg.matrix_norm(m.parametrizations.weight.original.detach().flatten(1), ord=2).item()
+           for m in layers]
+    assert any(abs(s - 1) > 0.1 for s in raw)  # the normalisation, not the weights, keeps them at one

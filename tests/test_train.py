@@ -85,7 +85,7 @@ def test_each_extra_term_enters_g_loss_with_its_weight(train_urls, coef, term, p
         torch.testing.assert_close(logs[w]["loss_g"], others + w * logs[w][f"g_{term}"])
 
 
-@pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}, {"augment": "color,translation,cutout"}])
+@pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}, {"augment": "color,translation,cutout", "ema": 0.9}])
 def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
     train(train_urls, tmp_path / "full", checkpoint_every=2, **options)
 
@@ -105,6 +105,9 @@ def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
     full = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=False)
     cut = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)
     assert same(full["D"], cut["D"]) and full["step"] == cut["step"]
+    if options.get("ema"):
+        extra = full["G_ema"].pop("_extra_state"), cut["G_ema"].pop("_extra_state")
+        assert same(full["G_ema"], cut["G_ema"]) and extra[0] == extra[1] == {"updates": full["step"]}
 
 
 def test_unresumable_checkpoint_is_reported_with_the_keys_that_differ(train_urls, tmp_path, capsys):

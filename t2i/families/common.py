@@ -73,13 +73,27 @@ def scores_fp32(d_out: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.T
     return d_out["real"].float(), None if wrong is None else wrong.float(), d_out["fake"].float()
 
 
+def spectral_norms(module: nn.Module) -> None:
+    """Spectral normalisation (Miyato et al. 2018) of every Conv2d and Linear weight in ``module``:
+    each is divided by its largest singular value, estimated by one power iteration per forward
+    in training mode (the estimate's first draw comes from torch's global RNG)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            spectral_norm(m)
+
+
 def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[str]] | None = None) -> nn.Module:
     """D of family ``cfg.arch`` as training builds it and ``t2i.checkpoint.load_discriminator``
     rebuilds it (the one construction path: a lever on D goes here, so that the state dicts of
-    both agree): the family's D, and AC-GAN's heads (``cfg.ac_coef``, labels ``attributes``)."""
+    both agree): the family's D, spectral normalisation of its layers (``cfg.spectral_norm``),
+    and AC-GAN's heads (``cfg.ac_coef``, labels ``attributes``)."""
     from t2i.families import get_family
 
     D = get_family(cfg.arch).discriminator(cfg, model_cfg)
+    if cfg.spectral_norm:
+        spectral_norms(D)
     if cfg.ac_coef > 0:
         if not attributes:
             raise ValueError("train.ac_coef: this dataset's samples have no attribute labels to classify")
