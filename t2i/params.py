@@ -204,6 +204,7 @@ class TrainParams(Section):
     ca: bool = False  # conditioning augmentation (StackGAN): text code ~ N(mu(e), sigma(e))
     kl_coef: float = Field(1.0, ge=0)  # weight of CA's KL term to N(0, I) (used when ca)
     ms_coef: float = Field(1.0, ge=0)  # mode-seeking term (MSGAN): two noises per caption (0 = off)
+    g_upsample: Literal["deconv", "nearest"] = "deconv"  # G's x2 steps: transposed 4x4 convs, or nearest x2 + 3x3 conv
     captions_per_step: int = Field(1, ge=1)  # mean of this many random captions per image
     text: Literal["sentence", "grounded"] = "grounded"  # what G and D see: the sentence embedding, or its grounded code (t2i/ground.py)
     match_coef: float = Field(1.0, ge=0)  # G's matching loss through the grounding's image encoder (0 = off)
@@ -283,7 +284,7 @@ class TrainParams(Section):
 # them: off. Recorded with the weights only when not these, so that runs without them keep the
 # bytes they had.
 LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "wrong": "class", "hard_fraction": 0.5,
-              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "spectral_norm": False, "ema": 0.0, "augment": "",
+              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "g_upsample": "deconv", "spectral_norm": False, "ema": 0.0, "augment": "",
               "sync_bn": False}
 # The default levers turned off: the plain GAN-CLS (or DF-GAN) recipe, which needs no grounding.
 PLAIN = {k: LEVERS_OFF[k] for k in ("text", "match_coef", "d_contrast_coef")}

@@ -9,7 +9,7 @@ from it and, on CPU, ends with exactly the weights an uninterrupted run would ha
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ import torch
 
 from t2i.checkpoint import load_state, restore, resume_blockers, save_checkpoint
 from t2i.distributed import all_gather_object, all_reduce_mean
+from t2i.families.common import stored_shapes
 from t2i.params import TrainParams
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def run_record(cfg: TrainParams, data: DataSpec, model_cfg, world: int, ground: 
     fingerprint (a run resumes only on the grounding it started with) where they are used."""
     out = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
            "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
-           **cfg.recorded(), "model": asdict(model_cfg), "world_size": world}
+           **cfg.recorded(), "model": stored_shapes(model_cfg), "world_size": world}
     if cfg.ac_coef > 0 and data.attributes:
         out["attributes"] = data.attributes
     if ground is not None:

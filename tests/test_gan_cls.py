@@ -133,12 +133,28 @@ def test_the_params_defaults_build_the_default_models() -> None:
 
 
 def test_the_stored_config_keeps_its_key_order():
-    """Every checkpoint pickles asdict(ModelConfig): a new field order would change the bytes of a
-    GAN-CLS generator.pt (and dvc.lock) without changing a weight."""
-    from dataclasses import asdict
-
+    """Every checkpoint pickles ModelConfig.stored(): a new field order, or a field added later
+    stored at its default, would change the bytes of a GAN-CLS generator.pt (and dvc.lock)
+    without changing a weight."""
     cfg = ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=False)
-    assert list(asdict(cfg)) == ["emb_dim", "z_dim", "proj_dim", "ngf", "ndf", "image_size", "channels", "ca"]
+    old = ["emb_dim", "z_dim", "proj_dim", "ngf", "ndf", "image_size", "channels", "ca"]
+    from t2i.families.common import stored_shapes
+
+    assert list(stored_shapes(cfg)) == old and ModelConfig(**stored_shapes(cfg)) == cfg
+    near = ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=False, upsample="nearest")
+    assert list(stored_shapes(near)) == [*old, "upsample"] and ModelConfig(**stored_shapes(near)) == near
+
+
+def test_nearest_upsampling_builds_g_without_transposed_convs_and_loads_back(train_urls, tmp_path):
+    from t2i.checkpoint import GENERATOR, load_generator
+    from tests.test_train import train
+
+    train(train_urls, tmp_path, epochs=1, g_upsample="nearest")
+    G, config = load_generator(tmp_path / GENERATOR)
+    assert config["g_upsample"] == "nearest" and config["model"]["upsample"] == "nearest"
+    kinds = {type(m) for m in G.modules()}
+    assert torch.nn.Upsample in kinds and sum(isinstance(m, torch.nn.ConvTranspose2d) for m in G.modules()) == 1
+    assert G(torch.randn(2, 8), torch.randn(2, 16)).shape == (2, 3, 32, 32)
 
 
 def test_conditioning_augmentation_samples_the_text_code() -> None:

@@ -23,6 +23,7 @@ through.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -58,6 +59,14 @@ class Shapes:
     def n_blocks(self) -> int:
         """Up- (G) or downsampling (D) blocks between the 4x4 map and the image."""
         return blocks_between(self.image_size)
+
+
+def stored_shapes(model_cfg) -> dict:
+    """A family's model config (a dataclass) as a checkpoint stores it: a field added after files
+    existed (its metadata says ``later=True``) only when it is not at its default, so older files
+    keep their bytes and load as they are (the default fills it in)."""
+    return {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(model_cfg)
+            if not (f.metadata.get("later") and getattr(model_cfg, f.name) == f.default)}
 
 
 def adam_pair(G: nn.Module, D: nn.Module, lr_g: float, lr_d: float, betas: tuple[float, float],
@@ -256,7 +265,7 @@ class Family(ABC):
     generator. Stateless: every method is given the training params ``cfg`` it needs."""
 
     name: str  # train.arch
-    Config: type  # the models' shapes, a dataclass; asdict of it is stored with the weights
+    Config: type  # the models' shapes, a dataclass (with ``Shapes``); ``stored_shapes`` of it is kept with the weights
     reads: tuple[str, ...] = ()  # its own TrainParams keys (a section such as "df_gan", or flat keys), recorded
     # with the weights beside t2i.params.SHARED; no family lists another's keys
     names_itself: bool = True  # its record stores ``arch`` (GAN-CLS's does not: its files predate families)

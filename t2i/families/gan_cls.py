@@ -34,6 +34,7 @@ class ModelConfig(Shapes):
     # Keyword-only, so that it can follow ``channels`` without a default: the field order is the
     # order of the config stored in every checkpoint, and a GAN-CLS file's bytes must not change.
     ca: bool = field(kw_only=True)  # conditioning augmentation (StackGAN): G samples its text code
+    upsample: str = field(default="deconv", kw_only=True, metadata={"later": True})  # G's x2 steps (train.g_upsample)
 
 
 def _widths(base: int, n_blocks: int) -> list[int]:
@@ -50,6 +51,15 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def up(kind: str, c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
+    """A x2 upsampling step: DCGAN's 4x4 stride-2 transposed convolution ("deconv"), or a
+    nearest-neighbour x2 and a 3x3 convolution ("nearest": no checkerboard, each output pixel
+    from one kernel; Odena et al. 2016)."""
+    if kind == "deconv":
+        return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
 
 
 class TextProjection(nn.Module):
@@ -87,13 +97,9 @@ class Generator(nn.Module):
         ]
         # (B, ngf*8, 4, 4) -> (B, ngf*4, 8, 8) -> (B, ngf*2, 16, 16) -> (B, ngf, 32, 32)
         for c_in, c_out in zip(widths, widths[1:]):
-            layers += [
-                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-            ]
+            layers += [*up(cfg.upsample, c_in, c_out, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         # (B, ngf, 32, 32) -> (B, 3, 64, 64)
-        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]
+        layers += [*up(cfg.upsample, widths[-1], cfg.channels, bias=True), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(init_weights)
 
@@ -223,13 +229,13 @@ class GanCls(Family):
     name = "gan-cls"
     Config = ModelConfig
     reads = ("lr", "beta1", "beta2", "proj_dim", "ngf", "ndf", "int_coef", "int_beta", "l1_coef", "fm_coef",
-             "label_smoothing", "ca", "kl_coef", "ms_coef")
+             "label_smoothing", "ca", "kl_coef", "ms_coef", "g_upsample")
     names_itself = False
     seen_by_d = ("fake", "fake_int")
 
     def model_config(self, cfg: TrainParams, emb_dim: int, image_size: int) -> ModelConfig:
         return ModelConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=cfg.ngf, ndf=cfg.ndf,
-                           image_size=image_size, ca=cfg.ca)
+                           image_size=image_size, ca=cfg.ca, upsample=cfg.g_upsample)
 
     def generator(self, model_cfg: ModelConfig) -> Generator:
         return Generator(model_cfg)
