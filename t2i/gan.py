@@ -217,13 +217,15 @@ def gan_step(nets: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard 
     are given the images as D sees them (``x.seen_by_d``); the losses, the inputs themselves."""
     family, on = nets.family, x.real.device
     x_d = replace(x, real=x.seen_by_d(x.real)) if x.d_draws else x  # what D's passes are given
+    if cfg.r1_coef > 0:  # R1 differentiates D's real scores with respect to the images D saw
+        x_d = replace(x_d, real=x_d.real.detach().requires_grad_(True))
     with autocast(cfg, on):
         g_out = nets.g_passes(x)  # {"fake": (B, 3, S, S), ...}; G is not updated before (2)
 
     # (1) update D
     with autocast(cfg, on):
         d_out = nets.d_passes(x_d, x.seen_by_d(g_out["fake"].detach()))  # D on the real and the fake pairs
-    loss_d = shared_d_terms(cfg, x, d_out, family.d_loss(cfg, x, d_out), nets.D, nets.heads)
+    loss_d = shared_d_terms(cfg, x_d, d_out, family.d_loss(cfg, x, d_out), nets.D, nets.heads)
     nets.opt_d.zero_grad(set_to_none=True)
     loss_d.total.backward()
     if guard is not None:

@@ -146,6 +146,14 @@ def ma_gp(d_out: torch.Tensor, img: torch.Tensor, emb: torch.Tensor, power: floa
     return torch.cat(flat, dim=1).norm(dim=1).pow(power).mean()
 
 
+def r1_penalty(d_out: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean over the batch of ||dD/d img||^2 for ``d_out`` = D's
+    scores of real images ``img`` (which must require grad); the graph is kept, so the penalty's
+    own gradient reaches D."""
+    (grad,) = torch.autograd.grad(d_out.float().sum(), img, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(dim=1).mean()
+
+
 def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float,
                      fits: torch.Tensor | None = None, symmetric: bool = True) -> torch.Tensor:
     """InfoNCE between matching rows of L2-normalised (B, D) ``a`` (images) and ``b`` (texts):

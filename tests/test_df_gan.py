@@ -199,17 +199,19 @@ def test_df_step_updates_both_models_and_reports_the_penalty():
 # --------------------------------------------------------------------------- training and files
 
 
-def test_df_gan_trains_resumes_to_the_same_bytes(train_urls, tmp_path):
-    train(train_urls, tmp_path / "full", checkpoint_every=2, **DF)
+@pytest.mark.parametrize("levers", [{}, {"ema": 0.9, "augment": "color,translation,cutout", "r1_coef": 1.0,
+                                         "spectral_norm": True}])
+def test_df_gan_trains_resumes_to_the_same_bytes(train_urls, tmp_path, levers):
+    train(train_urls, tmp_path / "full", checkpoint_every=2, **DF, **levers)
 
     def crash(step, G, D):
         if step == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(train_urls, tmp_path / "cut", checkpoint_every=2, on_step=crash, **DF)
+        train(train_urls, tmp_path / "cut", checkpoint_every=2, on_step=crash, **DF, **levers)
     assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)["step"] == 4
-    assert train(train_urls, tmp_path / "cut", checkpoint_every=2, **DF)["resumed"]
+    assert train(train_urls, tmp_path / "cut", checkpoint_every=2, **DF, **levers)["resumed"]
     assert sha(tmp_path / "full" / GENERATOR) == sha(tmp_path / "cut" / GENERATOR)
 
 

@@ -74,3 +74,28 @@ def test_an_unknown_transform_is_named():
     with pytest.raises(T2IError, match=r"train.augment: unknown augmentation 'flip' \(known: color, translation, cutout\)"):
         load_params(None, ["train.augment=color,flip"])
     assert TrainParams(augment=" cutout, color ").augment == "cutout,color"
+
+
+@pytest.mark.parametrize("arch", ["gan-cls", "df-gan"])
+def test_r1_is_the_squared_gradient_of_d_on_the_real_images_it_saw(arch):
+    """train.r1_coef adds gamma / 2 * E ||dD(real)/d real||^2 to D's loss, on the (augmented) images
+    D saw, and its gradient reaches D (a second-order term)."""
+    from t2i.losses import r1_penalty
+
+    cfg = TrainParams(**{**TINY, "arch": arch, "df_gan": {"ngf": 4, "ndf": 4}, "r1_coef": 4.0, "augment": "color"})
+    nets = trainables(cfg, model_config(cfg, 16, 32))
+    x = step_inputs(batch(), cfg, torch.Generator().manual_seed(0))
+    out = gan_step(nets, x, cfg)
+    assert out["d_r1"] > 0
+    off = TrainParams(**{**TINY, "arch": arch, "df_gan": {"ngf": 4, "ndf": 4}, "augment": "color"})
+    nets_off = trainables(off, model_config(off, 16, 32))
+    base = gan_step(nets_off, step_inputs(batch(), off, torch.Generator().manual_seed(0)), off)
+    torch.testing.assert_close(out["loss_d"], base["loss_d"] + 2.0 * out["d_r1"])
+    img = torch.rand(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(3, 8, 8)
+    torch.testing.assert_close(r1_penalty((img * w).sum(dim=(1, 2, 3)), img), w.pow(2).sum().expand(1)[0])
+
+
+def test_r1_is_refused_where_its_input_gradient_cannot_be_taken():
+    with pytest.raises(T2IError, match=r"train.r1_coef: its input gradient"):
+        load_params(None, ["train.r1_coef=1", "train.nproc_per_node=2"])

@@ -85,7 +85,8 @@ def test_each_extra_term_enters_g_loss_with_its_weight(train_urls, coef, term, p
         torch.testing.assert_close(logs[w]["loss_g"], others + w * logs[w][f"g_{term}"])
 
 
-@pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}, {"augment": "color,translation,cutout", "ema": 0.9}])
+@pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}, {"augment": "color,translation,cutout", "ema": 0.9},
+                                     {"r1_coef": 1.0, "spectral_norm": True, "g_upsample": "nearest"}])
 def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
     train(train_urls, tmp_path / "full", checkpoint_every=2, **options)
 

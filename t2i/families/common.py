@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2i.losses import contrastive_loss, ranking_loss
+from t2i.losses import contrastive_loss, r1_penalty, ranking_loss
 from t2i.params import IMAGE_SIZES, TrainParams
 from t2i.wrong import cosines
 
@@ -199,12 +199,17 @@ class AttributeHeads(nn.Module):
 
 def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, D: nn.Module,
                    heads: AttributeHeads | None) -> Loss:
-    """The terms every family's D loss may add to its own:
+    """The terms every family's D loss may add to its own, from D's passes on ``x`` (the step's
+    inputs as D saw them):
 
+    - ``r1`` (``cfg.r1_coef``, weighted by half of it; Mescheder et al. 2018): the squared norm of
+      the gradient of D's scores of the real pairs with respect to the real images;
     - ``contrast`` (``cfg.d_contrast_coef``; XMC-GAN's image-text term for D, on D's own scores):
       D must score each real image with its own caption above the ``cfg.d_contrast_negatives``
       batch captions most like it (in what D sees) that are wrong for it (``x.wrong_mask``);
     - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads classify the real images."""
+    if cfg.r1_coef > 0:
+        loss.add("r1", cfg.r1_coef / 2, r1_penalty(d_out["real"], x.real))
     if cfg.d_contrast_coef > 0:
         loss.add("contrast", cfg.d_contrast_coef, d_contrast(D, d_out["feat_real"], x.emb, x.wrong_mask,
                                                              cfg.d_contrast_negatives))

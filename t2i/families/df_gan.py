@@ -215,7 +215,8 @@ class DFDiscriminatorPasses(nn.Module):
 
     def forward(self, x: StepInputs, fake: torch.Tensor) -> dict:
         gp_on = self.magp_coef > 0  # MA-GP differentiates D's output with respect to both inputs
-        real, s = x.real.detach().requires_grad_(gp_on), sentence(x.emb).detach().requires_grad_(gp_on)
+        real = x.real if x.real.requires_grad else x.real.detach().requires_grad_(gp_on)  # (train.r1_coef: already)
+        s = sentence(x.emb).detach().requires_grad_(gp_on)
         feat_real = self.D.features(real)  # (B, 8 ndf, 4, 4)
         d_real = self.D.head(feat_real, s)  # (B,)
         d_wrong = self.D.head(feat_real, sentence(x.wrong)) if self.cls else None
