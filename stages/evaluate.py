@@ -27,12 +27,19 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     generator, config = load_generator(at.generator, device)
     evaluator = load_evaluator(at.evaluator, device)
     out = at.eval
+    D = load_discriminator(at.checkpoints / CHECKPOINT, device) if "d_check" in cfg.metrics else None
+    if config.get("text") == "oracle":  # G and D see captions as the oracle codes them (t2i/oracle.py)
+        from t2i.ground import Coded
+        from t2i.oracle import head_for
+
+        head = head_for(at.embeddings, config["attributes"]).to(device)
+        generator, D = Coded(generator, head), D if D is None else Coded(D, head)
+        cfg = cfg.model_copy(update={"metrics": [m for m in cfg.metrics if m != "phrasing"]})  # new wording: unknown
     encode = None
     if "phrasing" in cfg.metrics:  # captions of its own, embedded like the training ones
         from t2i.text import TextEncoder
 
         encode = TextEncoder(config["text_model"], device, precision=p.embed.precision).encode
-    D = load_discriminator(at.checkpoints / CHECKPOINT, device) if "d_check" in cfg.metrics else None
     with Timer() as t:
         result = evaluate(generator, evaluator, embedded_urls(at.embeddings, "test"), out, cfg,
                           device=device, encode=encode, probes=probes.load_probes(at.embeddings), discriminator=D)

@@ -37,11 +37,15 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
         from t2i.ground import load_grounding
 
         ground = load_grounding(at.grounding)
-    attributes = None
-    if p.train.ac_coef > 0:  # AC-GAN's labels: every attribute value of the training samples
+    attributes = oracle = None
+    if p.train.ac_coef > 0 or p.train.text == "oracle":  # every attribute value of the training samples
         from t2i.named import discover_attributes
 
         attributes = discover_attributes([m for b in batches(urls, 256, drop_last=False) for m in b["meta"]])
+    if p.train.text == "oracle":  # the grids' and the probe's captions, as the oracle codes them
+        from t2i.oracle import head_for
+
+        oracle = head_for(src, attributes)
     with Timer() as t:
         summary = training_loop(
             urls, at.models, p.train,
@@ -50,7 +54,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
                           attributes=attributes),
             checkpoint_dir=at.checkpoints, live_dir=at.train_logs,
             sample_emb=fixed["emb"][:, 0], sample_captions=[c[0] for c in fixed["captions"]], probe=probe,
-            ground=ground,
+            ground=ground, oracle=oracle,
         )
     how = "resumed, " if summary["resumed"] else ""
     if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, not one per process

@@ -59,6 +59,7 @@ class Trainables:
     ground: Grounding | None = None  # the frozen grounding (t2i.ground), when the run uses its code or its matching loss
     heads: AttributeHeads | None = None  # AC-GAN's attribute heads on D (``D.attribute_heads``), with train.ac_coef
     G_ema: Ema | None = None  # the average of G's weights (train.ema), updated after each of G's steps
+    oracle: dict[str, list[str]] | None = None  # with train.text: oracle, the attributes' values the codes are made of
 
     @property
     def G_out(self) -> nn.Module:
@@ -83,6 +84,8 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
                        "run the ground stage first")
     if cfg.ac_coef > 0 and not attributes:
         raise T2IError("train.ac_coef: this dataset's samples have no attribute labels to classify")
+    if cfg.text == "oracle" and not attributes:
+        raise T2IError("train.text: oracle: this dataset's samples have no attribute labels to condition on")
     family = get_family(cfg.arch)
     torch.manual_seed(cfg.seed)
     cuda = torch.device(device).type == "cuda"
@@ -111,7 +114,8 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
     if ground is not None:
         ground = ground.to(device).eval().requires_grad_(False)
     return Trainables(family, G, D, opt_g, opt_d, g_passes, d_passes, d_fakes,
-                      ground if needs_grounding(cfg) else None, heads, Ema(G, cfg.ema) if cfg.ema > 0 else None)
+                      ground if needs_grounding(cfg) else None, heads, Ema(G, cfg.ema) if cfg.ema > 0 else None,
+                      attributes if cfg.text == "oracle" else None)
 
 
 def needs_grounding(cfg: TrainParams) -> bool:
@@ -142,6 +146,12 @@ def step_inputs(batch: dict, cfg: TrainParams, rng: torch.Generator, device: str
     picks = pick_captions(B, C, cfg.captions_per_step, rng)  # (B, k)
     raw = batch["emb"][torch.arange(B)[:, None], picks]  # (B, k, D)
     emb = raw.mean(dim=1)  # (B, D)
+    if cfg.text == "oracle":  # what the picked captions name, one-hot (t2i/oracle.py)
+        from t2i import oracle
+
+        if nets is None or nets.oracle is None:
+            raise T2IError("train.text: oracle: step_inputs needs the run's trainables (their attribute values)")
+        emb = oracle.codes(batch["meta"], picks, nets.oracle)  # (B, code_size)
     fit = agree = mask = None
     if cfg.wrong == "hard" or cfg.d_contrast_coef > 0:  # which captions describe which image
         from t2i.named import fits, knows_named

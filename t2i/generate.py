@@ -28,6 +28,9 @@ def load_with_text(generator_path: Path, device: str, text_model: str | None = N
     from t2i.text import TextEncoder
 
     G, config = load_generator(generator_path, device)
+    if config.get("text") == "oracle":
+        raise T2IError(f"{generator_path} was trained with train.text: oracle (the attributes each caption names, "
+                       "a diagnostic): it draws no free captions; t2i evaluate scores it")
     encoder = TextEncoder(text_model or config["text_model"], device)
     if encoder.dim != G.cfg.emb_dim:
         raise T2IError(f"text model {encoder.name!r} gives {encoder.dim}-d embeddings but "

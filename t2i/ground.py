@@ -58,6 +58,11 @@ class TextHead(nn.Module):
         self.net = nn.Sequential(nn.Linear(emb_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.skip = nn.Linear(emb_dim, dim, bias=False)
 
+    @property
+    def in_dim(self) -> int:
+        """The sentence embedding's size."""
+        return self.skip.in_features
+
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(emb) + self.skip(emb), dim=-1)
 
@@ -127,7 +132,7 @@ class Coded(nn.Module):
     @property
     def cfg(self):
         """The wrapped model's config, with the sentence embedding's size as its ``emb_dim``."""
-        return dataclasses.replace(self.net.cfg, emb_dim=self.text.skip.in_features)
+        return dataclasses.replace(self.net.cfg, emb_dim=self.text.in_dim)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, *args, **kwargs):
         return self.net(x, self.text(emb), *args, **kwargs)

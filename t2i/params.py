@@ -206,7 +206,7 @@ class TrainParams(Section):
     ms_coef: float = Field(1.0, ge=0)  # mode-seeking term (MSGAN): two noises per caption (0 = off)
     g_upsample: Literal["deconv", "nearest"] = "deconv"  # G's x2 steps: transposed 4x4 convs, or nearest x2 + 3x3 conv
     captions_per_step: int = Field(1, ge=1)  # mean of this many random captions per image
-    text: Literal["sentence", "grounded"] = "grounded"  # what G and D see: the sentence embedding, or its grounded code (t2i/ground.py)
+    text: Literal["sentence", "grounded", "oracle"] = "grounded"  # what G and D see: the sentence embedding, its grounded code (t2i/ground.py), or the one-hot attributes each caption names (t2i/oracle.py: a diagnostic, needs attribute labels)
     match_coef: float = Field(1.0, ge=0)  # G's matching loss through the grounding's image encoder (0 = off)
     match_temperature: float = Field(0.1, gt=0)  # of that loss's softmax over the batch's captions
     wrong: Literal["class", "hard"] = "class"  # D's wrong captions (t2i/wrong.py): another class's, or hard ones that do not describe the image

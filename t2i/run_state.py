@@ -34,7 +34,7 @@ def run_record(cfg: TrainParams, data: DataSpec, model_cfg, world: int, ground: 
     out = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
            "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
            **cfg.recorded(), "model": stored_shapes(model_cfg), "world_size": world}
-    if cfg.ac_coef > 0 and data.attributes:
+    if (cfg.ac_coef > 0 or cfg.text == "oracle") and data.attributes:  # AC-GAN's labels, the oracle's codes
         out["attributes"] = data.attributes
     if ground is not None:
         from t2i.ground import fingerprint

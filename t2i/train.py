@@ -52,6 +52,7 @@ def training_loop(
     on_step: Callable[[int, torch.nn.Module, torch.nn.Module], None] | None = None,
     probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     ground=None,
+    oracle: torch.nn.Module | None = None,
     progress: bool = True,
 ) -> dict:
     """Train G and D on embedded shards; write ``generator.pt`` to ``out_dir``; return a summary.
@@ -63,7 +64,8 @@ def training_loop(
     ``d_check/<attribute>`` after every epoch, by rank 0; it must draw no random numbers.
     ``ground`` (``t2i.ground.Grounding``): the frozen grounding that ``cfg.text: grounded`` and
     ``cfg.match_coef`` read; with ``text: grounded`` its text head is saved with G and D, and
-    the grids and ``probe`` see them behind it (called with sentence embeddings).
+    the grids and ``probe`` see them behind it (called with sentence embeddings). ``oracle``
+    (``t2i.oracle.OracleHead``): with ``text: oracle``, what the grids and ``probe`` see them behind.
 
     Under torchrun G and D train in DistributedDataParallel: each rank reads its own shards (or,
     with too few shards, its own slice of the samples) for the same number of steps per epoch,
@@ -79,8 +81,15 @@ def training_loop(
         torch.set_num_threads(cfg.threads)
     ground = ground if needs_grounding(cfg) else None
     coded = ground is not None and cfg.text == "grounded"
+    cond_dim = ground.config["dim"] if coded else data.emb_dim  # what G and D are conditioned on
+    if cfg.text == "oracle":
+        from t2i.oracle import code_size
+
+        if not data.attributes:
+            raise T2IError("train.text: oracle: this dataset's samples have no attribute labels to condition on")
+        cond_dim = code_size(data.attributes)
     try:
-        model_cfg = model_config(cfg, ground.config["dim"] if coded else data.emb_dim, data.image_size)
+        model_cfg = model_config(cfg, cond_dim, data.image_size)
     except ValueError as e:
         raise T2IError(f"cannot train on these shards: {e}") from None
     head = None
@@ -102,7 +111,8 @@ def training_loop(
     start = state.step
     try:
         with sole_writer(state.path.parent, "t2i train") if rank == 0 else contextlib.nullcontext():
-            out = run_epochs(nets, cfg, loader, state, rng, report, device, coded=coded, on_step=on_step)
+            out = run_epochs(nets, cfg, loader, state, rng, report, device,
+                             text=nets.ground.text if coded else oracle, on_step=on_step)
     except KeyboardInterrupt:
         again = f"rerun to resume from step {state.saved_at}" if state.saved_at else "no checkpoint of this run yet"
         state.say(f"train: interrupted at step {state.step}; {again}")
@@ -134,18 +144,18 @@ def steps_per_epoch(data: DataSpec, batch_size: int, world: int) -> int | None:
 
 
 def run_epochs(nets: Trainables, cfg: TrainParams, loader: Loader, state: RunState, rng: torch.Generator,
-               report: Reporter, device: str, *, coded: bool = False,
+               report: Reporter, device: str, *, text: torch.nn.Module | None = None,
                on_step: Callable[[int, torch.nn.Module, torch.nn.Module], None] | None = None) -> dict:
     """Step from ``state`` to ``cfg.epochs``: a resumed epoch replays its order and skips what was
     done; every ``log_every`` steps the losses are logged, every ``checkpoint_every`` the state is
     saved, after every epoch a grid and D's probe, which see G and D as a caption's sentence
-    embedding reaches them (``coded``: behind the grounded text head). Returns the last step's
-    outputs (empty if none ran)."""
+    embedding reaches them: behind ``text`` (the grounded text head, or the oracle's table) when
+    there is one. Returns the last step's outputs (empty if none ran)."""
     guard = Guard(state, cfg, device)
-    if coded:
+    if text is not None:
         from t2i.ground import Coded
 
-        seen_by_text = lambda net: Coded(net, nets.ground.text)  # noqa: E731
+        seen_by_text = lambda net: Coded(net, text)  # noqa: E731
     else:
         seen_by_text = lambda net: net  # noqa: E731
     out: dict[str, torch.Tensor] = {}
