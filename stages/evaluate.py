@@ -28,20 +28,21 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     evaluator = load_evaluator(at.evaluator, device)
     out = at.eval
     D = load_discriminator(at.checkpoints / CHECKPOINT, device) if "d_check" in cfg.metrics else None
-    if config.get("text") == "oracle":  # G and D see captions as the oracle codes them (t2i/oracle.py)
+    oracle = config.get("text") == "oracle"
+    if oracle:  # G and D see captions as the oracle codes them (t2i/oracle.py)
         from t2i.ground import Coded
         from t2i.oracle import head_for
 
         head = head_for(at.embeddings, config["attributes"]).to(device)
         generator, D = Coded(generator, head), D if D is None else Coded(D, head)
-        cfg = cfg.model_copy(update={"metrics": [m for m in cfg.metrics if m != "phrasing"]})  # new wording: unknown
     encode = None
-    if "phrasing" in cfg.metrics:  # captions of its own, embedded like the training ones
+    if "phrasing" in cfg.metrics and not oracle:  # captions of its own (new wording, unknown to an oracle)
         from t2i.text import TextEncoder
 
         encode = TextEncoder(config["text_model"], device, precision=p.embed.precision).encode
     with Timer() as t:
         result = evaluate(generator, evaluator, embedded_urls(at.embeddings, "test"), out, cfg,
-                          device=device, encode=encode, probes=probes.load_probes(at.embeddings), discriminator=D)
+                          device=device, encode=encode, probes=probes.load_probes(at.embeddings), discriminator=D,
+                          strip=not oracle)
     headline = {k: round(v, 3) for k, v in result.items() if isinstance(v, float) and "/" in k and k.endswith("fake")}
     done("evaluate", t.seconds, f"{json.dumps(headline)} -> {at.metrics}")

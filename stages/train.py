@@ -45,7 +45,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     if p.train.text == "oracle":  # the grids' and the probe's captions, as the oracle codes them
         from t2i.oracle import head_for
 
-        oracle = head_for(src, attributes)
+        oracle = head_for(src, attributes, show)
     with Timer() as t:
         summary = training_loop(
             urls, at.models, p.train,

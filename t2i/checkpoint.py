@@ -24,10 +24,10 @@ CHECKPOINT = "checkpoint.pt"
 GENERATOR = "generator.pt"
 # The few config keys a resume may change: how long (raising epochs continues a finished run),
 # how often it logs, where and on how many threads it runs (the same run, moved), and on how
-# many processes (world_size: the run goes on with another global batch; t2i.train says so).
+# many processes (world_size: the run goes on with another global batch; t2i.run_state says so).
 # Every other key of the stored config must match, including any added later: the data, the
 # model, the losses, the optimiser, the data order (workers change which samples a step sees)
-# and the numerics (precision, channels_last, compile, sync_bn); t2i.train resolves precision
+# and the numerics (precision, channels_last, compile, sync_bn); t2i.run_state resolves precision
 # "auto" to a resumed run's own, so that moving a run between CPU and CUDA still resumes it.
 FREE_ON_RESUME = frozenset({"epochs", "log_every", "threads", "device", "world_size"})
 
@@ -52,14 +52,15 @@ def save_checkpoint(path: Path, config: dict, nets, rngs: list, text_head: dict 
                 "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}, path)
 
 
-def restore(saved: dict, nets) -> list:
+def restore(saved: dict, nets) -> tuple[list, int, int, int]:
     """Load a checkpoint's models and optimisers into ``nets``; return every rank's random stream
-    it holds (one per rank of the run that wrote it)."""
+    it holds (one per rank of the run that wrote it), and its step, epoch and step in the epoch."""
     nets.G.load_state_dict(saved["G"]), nets.D.load_state_dict(saved["D"])
     if nets.G_ema is not None:
         nets.G_ema.load_state_dict(saved["G_ema"])
     nets.opt_g.load_state_dict(saved["opt_g"]), nets.opt_d.load_state_dict(saved["opt_d"])
-    return saved.get("rng_ranks", [saved["rng"]] * saved["config"].get("world_size", 1))  # rank 0's alone: older files
+    rngs = saved.get("rng_ranks", [saved["rng"]] * saved["config"].get("world_size", 1))  # rank 0's alone: older files
+    return rngs, saved["step"], saved["epoch"], saved["step_in_epoch"]
 
 
 def _coded(net: torch.nn.Module, blob: dict, device: str) -> torch.nn.Module:

@@ -8,6 +8,9 @@ The draws are taken on the CPU from the step's generator (``draws``, called by
 ``t2i.gan.step_inputs``) and carried in ``StepInputs.d_draws``; ``apply`` is a pure function of
 the images and the draws, one per image index, so the i-th real image and the i-th fake go through
 the same transform. Written from the paper's description, not from its code.
+
+A risk to measure, not assume away: "color" scales saturation by [0, 2), so some real images
+reach D nearly grey while their captions name colours; translation and cutout keep every colour.
 """
 
 from __future__ import annotations
@@ -70,10 +73,11 @@ def translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def cutout_mask(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """(B, 1, S, S): 0 inside a square of side CUTOUT * S around ``centre`` (B, 2), 1 elsewhere."""
+    """(B, 1, S, S): 0 inside a square of side c = CUTOUT * S from ``centre`` (B, 2) - c // 2
+    (clipped at the border), 1 elsewhere."""
     S = x.size(-1)
-    half = int(S * CUTOUT + 0.5) // 2
+    c = int(S * CUTOUT + 0.5)
     idx = torch.arange(S, device=x.device)
-    inside_r = (idx[None, :] - centre[:, :1]).abs() < half  # (B, S)
-    inside_c = (idx[None, :] - centre[:, 1:]).abs() < half
+    inside_r = ((idx[None, :] - centre[:, :1] + c // 2) >= 0) & ((idx[None, :] - centre[:, :1] + c // 2) < c)  # (B, S)
+    inside_c = ((idx[None, :] - centre[:, 1:] + c // 2) >= 0) & ((idx[None, :] - centre[:, 1:] + c // 2) < c)
     return (~(inside_r[:, :, None] & inside_c[:, None, :]))[:, None].to(x.dtype)

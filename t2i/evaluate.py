@@ -74,12 +74,13 @@ def _check_compatible(generator: torch.nn.Module, evaluator: Evaluator, data: di
 def evaluate(generator: torch.nn.Module, evaluator: Evaluator, test_urls: list[str], out_dir: str | os.PathLike,
              cfg: EvaluateParams = EvaluateParams(), *, device: str = "cpu",
              encode: Callable[[list[str]], object] | None = None, probes: dict | None = None,
-             discriminator: torch.nn.Module | None = None) -> dict:
+             discriminator: torch.nn.Module | None = None, strip: bool = True) -> dict:
     """Score ``generator`` on the test split; write metrics.json, grid.png, interpolation.png.
     ``cfg``'s defaults and ranges live in t2i/params.py (``device`` is the resolved one);
     ``encode`` is the generator's text encoder, for metrics that write captions of their own;
     ``probes`` the attribute probes beside the embeddings (``t2i.probes``) and ``discriminator``
-    the run's D, for the metrics of what G draws and what D checks."""
+    the run's D, for the metrics of what G draws and what D checks. ``strip``: the GAN-INT
+    interpolation.png (not for an oracle generator, which knows no caption between two)."""
     metrics, seed, batch_size, max_images = cfg.metrics, cfg.seed, cfg.batch_size, cfg.max_images
     grid_captions, grid_noise = cfg.grid_captions, cfg.grid_noise
     fns = get(list(metrics))
@@ -121,15 +122,17 @@ def evaluate(generator: torch.nn.Module, evaluator: Evaluator, test_urls: list[s
         grid = make_grid(fake_images(generator, grid_z, grid_emb, device, batch_size), grid_noise, labels)
 
         # GAN-INT: one noise vector, caption embeddings interpolated between two classes.
-        a, b = pick_distinct(data["meta"], 2, gen)
-        interp_z, interp_emb = gan_int_strip(emb[a], emb[b], torch.randn(1, generator.cfg.z_dim, generator=gen))
-        strip = make_grid(fake_images(generator, interp_z, interp_emb, device, batch_size), INTERP_STEPS)
-        strip = add_header(strip, [f"left: {data['captions'][a][pick[a]]}",
-                                    f"right: {data['captions'][b][pick[b]]}"])
+        if strip:
+            a, b = pick_distinct(data["meta"], 2, gen)
+            interp_z, interp_emb = gan_int_strip(emb[a], emb[b], torch.randn(1, generator.cfg.z_dim, generator=gen))
+            strip = make_grid(fake_images(generator, interp_z, interp_emb, device, batch_size), INTERP_STEPS)
+            strip = add_header(strip, [f"left: {data['captions'][a][pick[a]]}",
+                                        f"right: {data['captions'][b][pick[b]]}"])
     finally:
         generator.train(was_training)
 
     save_image(grid, out_dir / "grid.png")
-    save_image(strip, out_dir / "interpolation.png")
+    if strip:
+        save_image(strip, out_dir / "interpolation.png")
     write_json_atomic(out_dir / "metrics.json", results)
     return results

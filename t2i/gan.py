@@ -106,7 +106,7 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # Buffers (BatchNorm running stats) are averaged at every checkpoint instead of being
-        # broadcast from rank 0 before every forward (t2i.train).
+        # broadcast from rank 0 before every forward (t2i.run_state).
         ids = [torch.device(device).index] if cuda else None
         g_passes, d_passes = (DDP(m, device_ids=ids, broadcast_buffers=False) for m in (g_passes, d_passes))
     if cfg.compile:

@@ -107,14 +107,14 @@ class OracleHead(nn.Module):
         return self.values[at]  # (B, code_size)
 
 
-def head_for(embeddings: Path, attributes: dict[str, list[str]]) -> OracleHead:
-    """The table of every caption of the test split in ``embeddings`` (an embedded-shards folder)
-    and of its probes (``t2i.probes``): what the grid, D's probe and the evaluate stage ask."""
+def head_for(embeddings: Path, attributes: dict[str, list[str]], split: str = "test") -> OracleHead:
+    """The table of every caption of ``split`` in ``embeddings`` (an embedded-shards folder) and
+    of its probes (``t2i.probes``): what the grid, D's probe and the evaluate stage ask."""
     from t2i import probes
     from t2i.data.loader import batches, embedded_urls
 
     head = OracleHead(attributes)
-    for b in batches(embedded_urls(embeddings, "test"), 256, drop_last=False):
+    for b in batches(embedded_urls(embeddings, split), 256, drop_last=False):
         head.add(b["emb"], caption_codes(b["meta"], attributes))
     found = probes.load_probes(embeddings)
     if found is not None:

@@ -183,7 +183,7 @@ SHARED = ("epochs", "batch_size", "z_dim", "cls", "captions_per_step", "text", "
 class TrainParams(Section):
     """Training: the ``cfg`` of t2i.train.training_loop and t2i.gan.gan_step. ``arch`` picks the
     model family; the keys in ``SHARED`` serve every family, each family reads its own beside them
-    (``Family.reads``: GAN-CLS's flat keys from ``lr`` to ``ms_coef``, DF-GAN's ``df_gan``)."""
+    (``Family.reads``: GAN-CLS's flat keys from ``lr`` to ``g_upsample``, DF-GAN's ``df_gan``)."""
 
     arch: str = "gan-cls"  # a registered model family (t2i.families)
     epochs: int = Field(FAMILY["gan-cls"]["epochs"], ge=1)  # null / missing: FAMILY[arch]
@@ -195,7 +195,7 @@ class TrainParams(Section):
     proj_dim: int = Field(128, ge=1)
     ngf: int = Field(32, ge=1)  # 32 fits the 2-core CPU budget; Reed et al.'s is 128 (ndf 64)
     ndf: int = Field(32, ge=1)
-    cls: bool = True  # matching-aware D (real image + mismatched text -> fake)
+    cls: bool = True  # matching-aware D (real image + wrong caption -> fake; t2i/wrong.py)
     int_coef: float = Field(1.0, ge=0)  # GAN-INT weight (0 = off)
     int_beta: float = Field(0.5, ge=0, le=1)
     l1_coef: float = Field(0.0, ge=0)  # pixel-wise L1 to the real image (0 = off)
@@ -216,7 +216,7 @@ class TrainParams(Section):
     d_contrast_coef: float = Field(1.0, ge=0)  # D ranks each real image's own caption over batch captions that do not describe it (0 = off)
     d_contrast_negatives: int = Field(8, ge=1)  # those captions per image: the most similar ones (in what D sees)
     r1_coef: float = Field(0.0, ge=0)  # R1 gradient penalty on D's real pairs (Mescheder et al. 2018), gamma; 0 = off
-    spectral_norm: bool = False  # spectral normalisation of every conv and linear layer of D (Miyato et al. 2018)
+    spectral_norm: bool = False  # spectral normalisation of every conv and linear layer of the family's D (Miyato et al. 2018)
     ema: float = Field(0.0, ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off
     augment: str = ""  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"
     shuffle_buffer: int = Field(1000, ge=0)

@@ -78,10 +78,9 @@ class RunState:
         if why := resume_blockers(saved, self.config):
             self.say(f"train: not resuming {self.path}, starting over: {'; '.join(why)}")
             return False
-        rngs = restore(saved, nets)
+        rngs, self.step, self.epoch, self.step_in_epoch = restore(saved, nets)
         if self.rank < len(rngs):
             rng.set_state(rngs[self.rank])  # a rank the old run did not have keeps its fresh stream
-        self.step, self.epoch, self.step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
         self.saved_at = self.step
         old, world = saved["config"].get("world_size", 1), self.config["world_size"]
         if old != world:
@@ -97,7 +96,8 @@ class RunState:
         """Checkpoint the run (every rank calls it; rank 0 writes). BatchNorm running statistics
         differ per rank (each saw its own batches): they are averaged first, so every rank holds,
         and the file stores, the same buffers."""
-        all_reduce_mean([b for m in (nets.G, nets.D) for b in m.buffers() if b.is_floating_point()])
+        averaged = (nets.G, nets.D) if nets.G_ema is None else (nets.G, nets.D, nets.G_ema.module)
+        all_reduce_mean([b for m in averaged for b in m.buffers() if b.is_floating_point()])
         rngs = all_gather_object(rng.get_state())  # every rank's stream, so a resume replays each
         self.saved_at = self.step
         if self.rank == 0:

@@ -3,7 +3,8 @@ the step loop (``run_epochs``: epochs, the skip to a resume point, ``t2i.gan.gan
 guard, the cadence) and the reporter (t2i/report.py: progress, DVCLive, grids, probes).
 
 The update itself is ``t2i.gan.gan_step``; this file feeds it batches and random draws.
-Checkpoints hold G, D, both optimisers, the step counters, the RNG state and the record; a
+Checkpoints hold G (and its average, with train.ema), D, both optimisers, the step counters, the
+RNG state and the record; a
 rerun whose params match resumes from the last one (t2i/run_state.py).
 """
 
@@ -74,6 +75,9 @@ def training_loop(
     from t2i.device import pick_device, pick_precision
 
     rank, world, device = init(pick_device(cfg.device))
+    if cfg.r1_coef > 0 and world > 1:
+        raise T2IError("train.r1_coef: not under torchrun (its input gradient is taken outside D's one forward "
+                       "call, which DistributedDataParallel does not support); set train.r1_coef=0")
     auto = cfg.precision == "auto"
     cfg = cfg.model_copy(update={"precision": pick_precision(cfg.precision, device)})  # recorded as run: fp32 or bf16
     steps = steps_per_epoch(data, cfg.batch_size, world)
@@ -88,6 +92,8 @@ def training_loop(
         if not data.attributes:
             raise T2IError("train.text: oracle: this dataset's samples have no attribute labels to condition on")
         cond_dim = code_size(data.attributes)
+        if oracle is None and (sample_emb is not None or probe is not None):
+            raise T2IError("train.text: oracle: the grids and the probe need the oracle's table (t2i.oracle.head_for)")
     try:
         model_cfg = model_config(cfg, cond_dim, data.image_size)
     except ValueError as e:
@@ -108,11 +114,11 @@ def training_loop(
                       probe=probe if rank == 0 else None)
     loader = Loader(train_urls, cfg.batch_size, shuffle=cfg.shuffle_buffer, seed=cfg.seed, workers=cfg.workers,
                     rank=rank, world=world, steps=steps, pin_memory=device.startswith("cuda"))
+    text = nets.ground.text if coded else None if oracle is None else oracle.to(device)  # what grids and probe see behind
     start = state.step
     try:
         with sole_writer(state.path.parent, "t2i train") if rank == 0 else contextlib.nullcontext():
-            out = run_epochs(nets, cfg, loader, state, rng, report, device,
-                             text=nets.ground.text if coded else oracle, on_step=on_step)
+            out = run_epochs(nets, cfg, loader, state, rng, report, device, text=text, on_step=on_step)
     except KeyboardInterrupt:
         again = f"rerun to resume from step {state.saved_at}" if state.saved_at else "no checkpoint of this run yet"
         state.say(f"train: interrupted at step {state.step}; {again}")

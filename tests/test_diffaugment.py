@@ -99,3 +99,10 @@ def test_r1_is_the_squared_gradient_of_d_on_the_real_images_it_saw(arch):
 def test_r1_is_refused_where_its_input_gradient_cannot_be_taken():
     with pytest.raises(T2IError, match=r"train.r1_coef: its input gradient"):
         load_params(None, ["train.r1_coef=1", "train.nproc_per_node=2"])
+
+
+def test_cutout_zeroes_a_square_of_half_the_side():
+    img = torch.ones(2, 3, 16, 16)
+    out = apply(img, {"cut": torch.tensor([[8, 8], [0, 15]])})
+    assert (out[0] == 0).sum() == 3 * 8 * 8  # inside the image: the whole square
+    assert (out[1] == 0).sum() == 3 * 4 * 5  # at the corner: what is left of it

@@ -68,6 +68,19 @@ def test_an_oracle_run_trains_on_the_codes_and_is_scored_through_its_table(make_
     assert Coded(G, head)(torch.randn(4, TINY["z_dim"]), test["emb"][:, 0].float()).shape == (4, 3, 32, 32)
     with pytest.raises(T2IError, match="knows only captions whose attributes are known"):
         head(torch.randn(1, 16))
+    # scored as the evaluate stage scores it: through the table, every probe included, no strip
+    from t2i.checkpoint import CHECKPOINT, load_discriminator
+    from t2i.evaluate import evaluate
+    from t2i.evaluator import Evaluator
+    from t2i.params import EvaluateParams
+
+    evaluator = Evaluator(attrs, emb_dim=16, image_size=32, feat_dim=32).eval()
+    D = Coded(load_discriminator(tmp_path / "out" / CHECKPOINT), head)
+    out = evaluate(Coded(G, head), evaluator, embedded_urls(emb, "test"), tmp_path / "eval",
+                   EvaluateParams(metrics=["attribute_accuracy", "g_check", "d_check"], batch_size=8),
+                   probes=load_probes(emb), discriminator=D, strip=False)
+    assert 0 <= out["attr/petal_count/fake"] <= 1 and "g_check/seen/petal_count" in out and "d_check/petal_count" in out
+    assert (tmp_path / "eval" / "grid.png").is_file() and not (tmp_path / "eval" / "interpolation.png").exists()
 
 
 def test_an_oracle_generator_refuses_free_captions(make_embedded, tmp_path):
