@@ -170,12 +170,12 @@ def step_inputs(batch: dict, cfg: TrainParams, rng: torch.Generator, device: str
         wrong = pick_wrong_class(batch["class_id"], rng)  # (B,) index of another class's caption
     z = torch.randn(B, cfg.z_dim, generator=rng)
     draws = get_family(cfg.arch).draws(cfg, B, rng)
-    if cfg.augment:
+    d_draws = {}
+    if cfg.augment:  # what every image D sees goes through (StepInputs.seen_by_d)
         from t2i import diffaugment
 
-        draws = {**draws, **{f"d_{k}": v for k, v in diffaugment.draws(cfg.augment, B, batch["image"].size(-1),
-                                                                        rng).items()}}
-    fixed = [batch["image"], emb, wrong, z, *draws.values()]
+        d_draws = diffaugment.draws(cfg.augment, B, batch["image"].size(-1), rng)
+    fixed = [batch["image"], emb, wrong, z, *draws.values(), *d_draws.values()]
     extra = []  # what only some levers need, uploaded with the rest
     if ground is not None:
         extra.append(raw)
@@ -183,7 +183,7 @@ def step_inputs(batch: dict, cfg: TrainParams, rng: torch.Generator, device: str
         extra += [heads.labels(batch["meta"]), heads.labels(batch["meta"], picks)]
     image, emb, wrong, z, *rest = upload(fixed + extra, device)
     own, rest = dict(zip(draws, rest[:len(draws)])), rest[len(draws):]
-    d_draws = {k[2:]: own.pop(k) for k in [k for k in own if k.startswith("d_")]}
+    d_draws, rest = dict(zip(d_draws, rest[:len(d_draws)])), rest[len(d_draws):]
     code = labels = named = None
     if ground is not None:
         with torch.no_grad():
