@@ -106,3 +106,14 @@ def test_code_deps_exist_and_are_imported():
                 elif not any(covered(p, [dep]) for p in needed):
                     stale.append(f"{stage}: {dep} is not imported by `{spec['cmd']}`")
     assert not stale, "dvc.yaml lists stale code deps:\n" + "\n".join(stale)
+
+
+def test_the_committed_lock_hashes_this_code():
+    """dvc.lock records the code and params this checkout has (scripts/relock.py --check): a code
+    change that leaves dvc.lock's hashes behind makes `dvc status` call every stage changed."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "relock.py"), "--check"], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 0, r.stderr
