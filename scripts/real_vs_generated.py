@@ -24,16 +24,9 @@ from t2i.checkpoint import load_generator
 from t2i.data.loader import batches, embedded_urls, to_float
 from t2i.evaluate import pick_distinct
 from t2i.grid import add_header, make_grid, save_image
-from t2i.named import attribute_values
+from t2i.named import fits
 from t2i.params import load_params
 from t2i.paths import Artifacts
-
-
-def fits(meta: dict, caption_meta: dict, caption: int) -> bool:
-    """Does the image of ``meta`` have every attribute value that caption ``caption`` of
-    ``caption_meta``'s sample names?"""
-    want, have = attribute_values(caption_meta), attribute_values(meta)
-    return all(have.get(a) == want.get(a) for a in caption_meta["named"][caption])
 
 
 def main() -> None:
@@ -61,9 +54,12 @@ def main() -> None:
         from t2i.oracle import head_for
 
         G = Coded(G, head_for(at.embeddings, config["attributes"]))
+    chosen = torch.zeros(len(metas), 1, dtype=torch.long)  # the caption of each row's sample (others unused)
+    chosen[rows, 0] = torch.tensor(picks)
+    fit = fits(metas, chosen, captions)  # (N, N): [j, i] when sample i's chosen caption describes image j
     real, labels = [], []
     for i, c in zip(rows, picks):
-        same = [i] + [j for j in range(len(metas)) if j != i and fits(metas[j], metas[i], c)]
+        same = [i] + [j for j in fit[:, i].nonzero().flatten().tolist() if j != i]
         same = (same * args.cols)[: args.cols]  # repeated when fewer fit
         real.append(to_float(images[same]))
         labels.append(captions[i][c])
