@@ -3,6 +3,7 @@ own module, so that code which only needs a device does not depend on the text e
 
 from __future__ import annotations
 
+import os
 import re
 
 from t2i import T2IError
@@ -22,11 +23,37 @@ def pick_device(device: str) -> str:
 
 
 def pick_precision(precision: str, device: str) -> str:
-    """``train.precision`` on ``device`` -> fp32 or bf16: auto is bf16 on CUDA and fp32 elsewhere
-    (4 seeds of each on the default run scored alike: docs/performance.md, "Four seeds each")."""
+    """``train.precision`` on ``device`` -> fp32 or bf16: auto is bf16 on CUDA and on a CPU with
+    bf16 arithmetic in hardware (``cpu_has_bf16``), fp32 elsewhere (4 seeds of each on the default
+    run scored alike: docs/performance.md, "Four seeds each")."""
     if precision != "auto":
         return precision
-    return "bf16" if str(device).startswith("cuda") else "fp32"
+    if str(device).startswith("cuda"):
+        return "bf16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX), Arm (FEAT_BF16): /proc/cpuinfo's names
+BF16_ISAS = ("BF16", "AMX", "AVX10", "ALL")  # ONEDNN_MAX_CPU_ISA values that let oneDNN use them
+
+
+def cpu_has_bf16(cpuinfo: str | None = None, env: dict | None = None) -> bool:
+    """Does this CPU do bf16 arithmetic in hardware, and may oneDNN (PyTorch's CPU convolutions)
+    use it? The flags of ``cpuinfo`` (/proc/cpuinfo's text; none readable: no), unless
+    ONEDNN_MAX_CPU_ISA in ``env`` (os.environ) caps oneDNN below them (``PINNED_ISA`` does)."""
+    env = os.environ if env is None else env
+    cap = env.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap and not any(name in cap for name in BF16_ISAS):
+        return False
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    flags = {word for line in cpuinfo.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for word in line.partition(":")[2].split()}
+    return bool(flags & BF16_FLAGS)
 
 
 # The environment that pins the CPU math libraries' kernel choice to AVX2 (MKL's conditional

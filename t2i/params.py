@@ -176,7 +176,7 @@ FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64}, "df-gan": {"epochs": 12, 
 # record's world_size says what it did) and how often it saves (checkpoint_every).
 SHARED = ("epochs", "batch_size", "z_dim", "cls", "captions_per_step", "text", "match_coef", "match_temperature",
           "wrong", "hard_fraction", "hard_max_cos", "ac_coef", "d_contrast_coef", "d_contrast_negatives",
-          "r1_coef", "spectral_norm", "ema", "augment", "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads",
+          "r1_coef", "spectral_norm", "d_head", "ema", "augment", "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads",
           "workers", "sync_bn", "log_every")
 
 
@@ -217,12 +217,13 @@ class TrainParams(Section):
     d_contrast_negatives: int = Field(8, ge=1)  # those captions per image: the most similar ones (in what D sees)
     r1_coef: float = Field(0.0, ge=0)  # R1 gradient penalty on D's real pairs (Mescheder et al. 2018), gamma; 0 = off
     spectral_norm: bool = False  # spectral normalisation of every conv and linear layer of the family's D (Miyato et al. 2018)
+    d_head: Literal["concat", "projection"] = "concat"  # how D joins the caption to its image features: the family's concatenation | a projection (Miyato & Koyama 2018)
     ema: float = Field(0.0, ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off
     augment: str = ""  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast forward passes, fp32 losses; auto: bf16 on CUDA, else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast forward passes, fp32 losses; auto: bf16 on CUDA and on CPUs with bf16 in hardware (t2i.device.cpu_has_bf16), else fp32
     channels_last: bool = False  # NHWC images and conv weights
     compile: bool = False  # torch.compile G and D (the step itself stays eager)
     threads: int = Field(2, ge=0)  # torch CPU threads, 0 = torch's default (all cores)
@@ -289,7 +290,7 @@ class TrainParams(Section):
 # them: off. Recorded with the weights only when not these, so that runs without them keep the
 # bytes they had.
 LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "wrong": "class", "hard_fraction": 0.5,
-              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "ema": 0.0, "augment": "",
+              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "d_head": "concat", "ema": 0.0, "augment": "",
               "sync_bn": False}
 # The default levers turned off: the plain GAN-CLS (or DF-GAN) recipe, which needs no grounding.
 PLAIN = {k: LEVERS_OFF[k] for k in ("text", "match_coef", "d_contrast_coef")}

@@ -377,3 +377,31 @@ def test_spectral_norm_keeps_each_layer_of_d_near_one_and_loads_back(arch, train
     raw = [torch.linalg.matrix_norm(m.parametrizations.weight.original.detach().flatten(1), ord=2).item()
            for m in layers]
     assert any(abs(s - 1) > 0.1 for s in raw)  # the normalisation, not the weights, keeps them at one
+
+
+@pytest.mark.parametrize("arch", BUILT_IN)
+def test_a_projection_d_scores_an_image_higher_with_its_own_caption_after_a_few_steps(arch, train_urls):
+    """train.d_head: projection replaces the family's caption head, and after 90 steps on the tiny
+    set D scores real images with their own captions above the same images with other classes'."""
+    from t2i.data.loader import batches
+    from t2i.families.common import ProjectionHead
+
+    cfg = TrainParams(**{**TINY, "arch": arch, "df_gan": {"ngf": 4, "ndf": 8}, "d_head": "projection"})
+    nets = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size))
+    assert isinstance(nets.D.head, ProjectionHead) and not hasattr(nets.D, "joint")
+    rng = torch.Generator().manual_seed(0)
+    data = list(batches(train_urls, cfg.batch_size))
+
+    def margin() -> float:  # mean over the set of D(image, own caption) - D(image, another class's)
+        with torch.no_grad():
+            nets.D.eval()
+            xs = [step_inputs(b, cfg, torch.Generator().manual_seed(1)) for b in data]
+            out = torch.cat([nets.D(x.real, x.emb) - nets.D(x.real, x.wrong) for x in xs]).mean().item()
+            nets.D.train()
+        return out
+
+    before = margin()
+    for step in range(90):
+        gan_step(nets, step_inputs(data[step % len(data)], cfg, rng), cfg)
+    after = margin()
+    assert after > 0.1 and after > before + 0.1, (before, after)

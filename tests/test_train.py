@@ -48,16 +48,46 @@ def test_each_loss_switch_changes_training(train_urls, tmp_path, switch):
     assert not same(weights(tmp_path / "base" / GENERATOR), weights(tmp_path / "varied" / GENERATOR))
 
 
-def test_precision_auto_is_fp32_on_the_cpu_to_the_byte(train_urls, tmp_path):
-    """The default precision (auto) trains on the CPU exactly as fp32 did, config record included."""
+def test_precision_auto_is_fp32_on_a_cpu_without_bf16_to_the_byte(train_urls, tmp_path, monkeypatch):
+    """On a CPU without bf16 in hardware, the default precision (auto) trains exactly as fp32
+    does, config record included; on one with it, as bf16 does."""
+    from t2i import device
     from t2i.device import pick_precision
 
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
     for p in ("auto", "fp32"):
         train(train_urls, tmp_path / p, epochs=1, precision=p)
     for name in (GENERATOR, CHECKPOINT):
         assert (tmp_path / "auto" / name).read_bytes() == (tmp_path / "fp32" / name).read_bytes()
     assert [pick_precision("auto", d) for d in ("cpu", "cuda", "cuda:1")] == ["fp32", "bf16", "bf16"]
     assert pick_precision("bf16", "cpu") == "bf16" and pick_precision("fp32", "cuda") == "fp32"
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    assert pick_precision("auto", "cpu") == "bf16" and pick_precision("fp32", "cpu") == "fp32"
+
+
+SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+ZEN4 = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+ZEN3 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
+SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_vnni\n"
+NEOVERSE_V1 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+GRAVITON2 = "processor\t: 0\nFeatures\t: fp asimd atomics\n"
+
+
+@pytest.mark.parametrize("cpuinfo, env, has", [
+    (SAPPHIRE_RAPIDS, {}, True), (ZEN4, {}, True), (NEOVERSE_V1, {}, True),
+    (ZEN3, {}, False), (SKYLAKE, {}, False), (GRAVITON2, {}, False), ("", {}, False),
+    (SAPPHIRE_RAPIDS, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),  # PINNED_ISA: standing in for a CPU without it
+    (SAPPHIRE_RAPIDS, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, False),
+    (SAPPHIRE_RAPIDS, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, True),
+    (ZEN4, {"ONEDNN_MAX_CPU_ISA": "ALL"}, True),
+])
+def test_precision_auto_picks_bf16_only_where_the_cpu_reports_it_in_hardware(cpuinfo, env, has):
+    """bf16 under precision: auto needs the CPU's bf16 flag (/proc/cpuinfo: avx512_bf16 or
+    amx_bf16 on x86, bf16 on Arm) and oneDNN allowed to use it (ONEDNN_MAX_CPU_ISA)."""
+    from t2i.device import PINNED_ISA, cpu_has_bf16
+
+    assert cpu_has_bf16(cpuinfo, env) is has
+    assert cpu_has_bf16(SAPPHIRE_RAPIDS, PINNED_ISA) is False
 
 
 @pytest.mark.parametrize("coef, term, params", [("int_coef", "int", {}), ("kl_coef", "kl", {"ca": True}),
@@ -86,7 +116,7 @@ def test_each_extra_term_enters_g_loss_with_its_weight(train_urls, coef, term, p
 
 
 @pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}, {"augment": "color,translation,cutout", "ema": 0.9},
-                                     {"r1_coef": 1.0, "spectral_norm": True, "g_upsample": "nearest"}])
+                                     {"r1_coef": 1.0, "spectral_norm": True, "g_upsample": "nearest", "d_head": "projection"}])
 def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
     train(train_urls, tmp_path / "full", checkpoint_every=2, **options)
 
@@ -119,10 +149,13 @@ def test_unresumable_checkpoint_is_reported_with_the_keys_that_differ(train_urls
     assert "not resuming" in err and "lr 0.0002 -> 0.001" in err and "seed 0 -> 5" in err
 
 
-def test_precision_auto_keeps_the_precision_of_the_run_it_resumes(train_urls, tmp_path, capsys):
-    """auto picks fp32 on the CPU for a new run, but a checkpoint trained in bf16 (as a run begun
-    on CUDA would be) goes on in bf16 rather than starting over; another run's checkpoint does not
-    lend its precision to a run that starts over."""
+def test_precision_auto_keeps_the_precision_of_the_run_it_resumes(train_urls, tmp_path, capsys, monkeypatch):
+    """auto picks fp32 on a CPU without bf16 for a new run, but a checkpoint trained in bf16 (as a
+    run begun on CUDA would be) goes on in bf16 rather than starting over; another run's checkpoint
+    does not lend its precision to a run that starts over."""
+    from t2i import device
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
 
     def crash(step: int, G, D) -> None:
         if step == 3:

@@ -93,10 +93,27 @@ def spectral_norms(module: nn.Module) -> None:
             spectral_norm(m)
 
 
+class ProjectionHead(nn.Module):
+    """A projection discriminator's head (Miyato & Koyama 2018), for ``train.d_head: projection``:
+    image features (B, C, h, w), pooled to phi (B, C), and captions e (B, emb_dim) -> the scores
+    psi(phi) + <V e, phi> (B,). The caption moves the score along its own direction in D's feature
+    space, where a concatenation head has to learn the pairing through its hidden layer."""
+
+    def __init__(self, channels: int, emb_dim: int) -> None:
+        super().__init__()
+        self.psi = nn.Linear(channels, 1)  # how real the image looks, whatever the caption
+        self.embed = nn.Linear(emb_dim, channels, bias=False)  # V: the caption in D's feature space
+
+    def forward(self, feat: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        phi = feat.mean(dim=(2, 3))  # (B, C)
+        return self.psi(phi).flatten() + (self.embed(emb) * phi).sum(dim=1)  # (B,)
+
+
 def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[str]] | None = None) -> nn.Module:
     """D of family ``cfg.arch`` as training builds it and ``t2i.checkpoint.load_discriminator``
     rebuilds it (the one construction path: a lever on D goes here, so that the state dicts of
-    both agree): the family's D, spectral normalisation of its layers (``cfg.spectral_norm``),
+    both agree): the family's D (with ``cfg.d_head: projection``, its caption head a
+    ``ProjectionHead``, which the family builds in place of its own), spectral normalisation of its layers (``cfg.spectral_norm``),
     and AC-GAN's heads (``cfg.ac_coef``, labels ``attributes``)."""
     from t2i.families import get_family
 
@@ -289,8 +306,9 @@ class Family(ABC):
     @abstractmethod
     def discriminator(self, cfg: TrainParams, model_cfg) -> nn.Module:
         """A freshly initialised D(img, emb) -> (B,) scores, with ``D.features(img)`` -> (B, C, h, w)
-        and ``D.judge(features, emb)`` -> (B,) scores (D = judge after features). Called through
-        ``build_discriminator`` only."""
+        and ``D.judge(features, emb)`` -> (B,) scores (D = judge after features); with
+        ``cfg.d_head: projection``, ``judge`` is a ``ProjectionHead`` on the features and the
+        family's own caption input. Called through ``build_discriminator`` only."""
 
     @abstractmethod
     def optimisers(self, cfg: TrainParams, G: nn.Module, D: nn.Module,

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from t2i.families.common import Family, Loss, Shapes, StepInputs, adam_pair, scores_fp32
+from t2i.families.common import Family, Loss, ProjectionHead, Shapes, StepInputs, adam_pair, scores_fp32
 from t2i.losses import hinge_discriminator_loss, hinge_generator_loss, ma_gp
 from t2i.params import TrainParams
 
@@ -164,14 +164,15 @@ class ConditionalHead(nn.Module):
 class DFDiscriminator(nn.Module):
     """D(img, emb) -> one hinge score per image (high: a real image with its own caption)."""
 
-    def __init__(self, cfg: DFConfig) -> None:
+    def __init__(self, cfg: DFConfig, projection: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         chans = widths(cfg.ndf, cfg.n_blocks)  # 64x64: [ndf, 2 ndf, 4 ndf, 8 ndf, 8 ndf]
         self.from_rgb = nn.Conv2d(cfg.channels, chans[0], 3, 1, 1)  # (B, 32, 64, 64)
         # -> (B, 64, 32, 32) -> (B, 128, 16, 16) -> (B, 256, 8, 8) -> (B, 256, 4, 4)
         self.blocks = nn.Sequential(*(DBlock(c_in, c_out) for c_in, c_out in zip(chans, chans[1:])))
-        self.head = ConditionalHead(chans[-1], cfg.emb_dim, cfg.ndf)
+        # train.d_head: concat (DF-GAN's) | projection
+        self.head = ProjectionHead(chans[-1], cfg.emb_dim) if projection else ConditionalHead(chans[-1], cfg.emb_dim, cfg.ndf)
 
     @torch.no_grad()
     def open_gates(self, value: float) -> None:
@@ -258,7 +259,7 @@ class DfGan(Family):
 
     def discriminator(self, cfg: TrainParams, model_cfg: DFConfig) -> DFDiscriminator:
         """A fresh D, its residual gates at train.df_gan.d_gate."""
-        D = DFDiscriminator(model_cfg)
+        D = DFDiscriminator(model_cfg, projection=cfg.d_head == "projection")
         D.open_gates(cfg.df_gan.d_gate)
         return D
 

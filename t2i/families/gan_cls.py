@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from t2i.families.common import Family, Loss, Shapes, StepInputs, adam_pair, scores_fp32
+from t2i.families.common import Family, Loss, ProjectionHead, Shapes, StepInputs, adam_pair, scores_fp32
 from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings, mode_seeking_loss
 from t2i.params import TrainParams
 
@@ -124,7 +124,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Matching-aware D(img, emb) -> one logit per image (real *and* matching text)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, projection: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         widths = _widths(cfg.ndf, cfg.n_blocks)[::-1]  # 64x64: [ndf, ndf*2, ndf*4, ndf*8]
@@ -143,14 +143,18 @@ class Discriminator(nn.Module):
             ]
         self.image_net = nn.Sequential(*layers)
 
-        self.proj = TextProjection(cfg.emb_dim, cfg.proj_dim)
         c = widths[-1]  # ndf*8
-        self.joint = nn.Sequential(
-            nn.Conv2d(c + cfg.proj_dim, c, 1, 1, 0, bias=False),  # (B, ndf*8, 4, 4)
-            nn.BatchNorm2d(c),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(c, 1, 4, 1, 0),  # (B, 1, 1, 1)
-        )
+        if projection:  # train.d_head: projection: (B, ndf*8, 4, 4) and (B, emb_dim) -> (B,)
+            self.head = ProjectionHead(c, cfg.emb_dim)
+        else:  # Reed et al.'s: the text code replicated over the 4x4 map, joined by convolutions
+            self.head = None
+            self.proj = TextProjection(cfg.emb_dim, cfg.proj_dim)
+            self.joint = nn.Sequential(
+                nn.Conv2d(c + cfg.proj_dim, c, 1, 1, 0, bias=False),  # (B, ndf*8, 4, 4)
+                nn.BatchNorm2d(c),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(c, 1, 4, 1, 0),  # (B, 1, 1, 1)
+            )
         self.apply(init_weights)
 
     def features(self, img: torch.Tensor) -> torch.Tensor:
@@ -166,6 +170,8 @@ class Discriminator(nn.Module):
 
     def judge(self, feat: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Image features (B, ndf*8, 4, 4) and captions (B, emb_dim) -> (B,) logits."""
+        if self.head is not None:
+            return self.head(feat, emb)  # (B,)
         t = self.proj(emb)  # (B, proj_dim)
         t = t[:, :, None, None].expand(-1, -1, feat.size(2), feat.size(3))  # (B, proj_dim, 4, 4)
         return self.joint(torch.cat([feat, t], dim=1)).flatten()  # (B,)
@@ -241,7 +247,7 @@ class GanCls(Family):
         return Generator(model_cfg)
 
     def discriminator(self, cfg: TrainParams, model_cfg: ModelConfig) -> Discriminator:
-        return Discriminator(model_cfg)
+        return Discriminator(model_cfg, projection=cfg.d_head == "projection")
 
     def optimisers(self, cfg: TrainParams, G: nn.Module, D: nn.Module, **extra):
         return adam_pair(G, D, cfg.lr, cfg.lr, (cfg.beta1, cfg.beta2), **extra)
