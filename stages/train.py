@@ -33,7 +33,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     fixed = next(batches(embedded_urls(src, show), 8, drop_last=False))
     probe = d_check_probe(src, p.train.batch_size)
     ground = None
-    if needs_grounding(p.train):  # train.text: grounded or train.match_coef
+    if needs_grounding(p.train):  # train.text: grounded, train.match_coef or train.ground_d_coef
         from t2i.ground import load_grounding
 
         ground = load_grounding(at.grounding)

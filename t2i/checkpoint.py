@@ -105,7 +105,7 @@ def load_discriminator(path: Path, device: str = "cpu") -> torch.nn.Module | Non
 
         config = saved["config"]
         D = build_discriminator(TrainParams.from_record(config), get_family(arch_of(config)).Config(**config["model"]),
-                                config.get("attributes"))
+                                config.get("attributes"), config.get("ground_cells"))
         D.load_state_dict(saved["D"])
         D = _coded(D.to(device), saved, device)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:

@@ -77,10 +77,10 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
     """Fresh G and D of family ``cfg.arch`` (seeded by ``cfg.seed``), its optimisers (fused on
     CUDA), and the passes the step calls; with ``world`` > 1, wrapped in
     DistributedDataParallel (with ``cfg.sync_bn``, BatchNorm statistics over all ranks' batches).
-    ``ground``: the grounding that ``cfg.text: grounded`` and ``cfg.match_coef`` need (frozen);
+    ``ground``: the grounding that ``cfg.text: grounded``, ``cfg.match_coef`` and ``cfg.ground_d_coef`` need (frozen);
     ``attributes``: {attribute: values}, the labels of AC-GAN's heads (``cfg.ac_coef``)."""
     if needs_grounding(cfg) and ground is None:
-        raise T2IError("train.text: grounded and train.match_coef need the grounding (data/grounding/<dataset>): "
+        raise T2IError("train.text: grounded, train.match_coef and train.ground_d_coef need the grounding (data/grounding/<dataset>): "
                        "run the ground stage first")
     if cfg.ac_coef > 0 and not attributes:
         raise T2IError("train.ac_coef: this dataset's samples have no attribute labels to classify")
@@ -92,7 +92,7 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
     if cuda:
         torch.backends.cudnn.benchmark = True  # the step's shapes never change: let cuDNN pick its fastest kernels
     G = family.generator(model_cfg).to(device)  # G's initial weights are drawn first, then D's (torch's global RNG)
-    D = build_discriminator(cfg, model_cfg, attributes).to(device)
+    D = build_discriminator(cfg, model_cfg, attributes, ground.cell_shape if cfg.ground_d_coef > 0 else None).to(device)
     if cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     heads = D.attribute_heads if cfg.ac_coef > 0 else None
@@ -120,7 +120,7 @@ def trainables(cfg: TrainParams, model_cfg, device: str = "cpu", world: int = 1,
 
 def needs_grounding(cfg: TrainParams) -> bool:
     """Does a run with params ``cfg`` read the grounding (t2i/ground.py)?"""
-    return cfg.text == "grounded" or cfg.match_coef > 0
+    return cfg.text == "grounded" or cfg.match_coef > 0 or cfg.ground_d_coef > 0
 
 
 def autocast(cfg: TrainParams, device: torch.device | str):
@@ -233,9 +233,10 @@ def gan_step(nets: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard 
         g_out = nets.g_passes(x)  # {"fake": (B, 3, S, S), ...}; G is not updated before (2)
 
     # (1) update D
+    fake_d = x.seen_by_d(g_out["fake"].detach())
     with autocast(cfg, on):
-        d_out = nets.d_passes(x_d, x.seen_by_d(g_out["fake"].detach()))  # D on the real and the fake pairs
-    loss_d = shared_d_terms(cfg, x_d, d_out, family.d_loss(cfg, x, d_out), nets.D, nets.heads)
+        d_out = nets.d_passes(x_d, fake_d)  # D on the real and the fake pairs
+    loss_d = shared_d_terms(cfg, x_d, d_out, family.d_loss(cfg, x, d_out), nets.D, nets.heads, fake_d, nets.ground)
     nets.opt_d.zero_grad(set_to_none=True)
     loss_d.total.backward()
     if guard is not None:
@@ -248,7 +249,7 @@ def gan_step(nets: Trainables, x: StepInputs, cfg: TrainParams, *, guard: Guard 
         with autocast(cfg, on):
             d_fakes_out = nets.d_fakes(x_d, seen)  # the updated D on the fakes
         loss_g = shared_g_terms(cfg, x, g_out, d_fakes_out, family.g_loss(cfg, x, g_out, d_out, d_fakes_out),
-                                nets.ground, nets.heads)
+                                nets.ground, nets.heads, nets.D, seen)
         nets.opt_g.zero_grad(set_to_none=True)
         loss_g.total.backward()
     if guard is not None:

@@ -91,8 +91,12 @@ class ImageEncoder(nn.Module):
             nn.MaxPool2d(2), *_conv(2 * width, 4 * width), nn.MaxPool2d(2), *_conv(4 * width, 4 * width))
         self.out = nn.Linear(glimpses * 3 * width + 8 * width, dim)
 
+    def cells(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 2 width, 16, 16): the trunk's features of each cell, with their context."""
+        return self.trunk(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        context = self.trunk(x)  # (B, 64, 16, 16)
+        context = self.cells(x)  # (B, 64, 16, 16)
         cells = torch.cat([self.colour(x), context], dim=1)  # (B, 96, 16, 16)
         where = self.attend(cells).flatten(2).softmax(dim=-1)  # (B, Q, 256)
         seen = torch.bmm(where, cells.flatten(2).transpose(1, 2))  # (B, Q, 96): the attended cells
@@ -113,6 +117,12 @@ class Grounding(nn.Module):
         self.text = TextHead(emb_dim, dim, hidden)
         self.image = ImageEncoder(image_size, dim, width, glimpses)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
+
+    @property
+    def cell_shape(self) -> dict[str, int]:
+        """What a D on ``image.cells`` is built for (``t2i.families.common.GroundHead``): their
+        channels, and the text code's size."""
+        return {"channels": 2 * self.config["width"], "dim": self.config["dim"]}
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=math.log(100)).exp()

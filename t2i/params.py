@@ -175,7 +175,7 @@ FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64}, "df-gan": {"epochs": 12, 
 # flat keys, DF-GAN's ``df_gan`` section). Not recorded: how the stage starts (nproc_per_node; the
 # record's world_size says what it did) and how often it saves (checkpoint_every).
 SHARED = ("epochs", "batch_size", "z_dim", "cls", "captions_per_step", "text", "match_coef", "match_temperature",
-          "wrong", "hard_fraction", "hard_max_cos", "ac_coef", "d_contrast_coef", "d_contrast_negatives",
+          "wrong", "hard_fraction", "hard_max_cos", "ac_coef", "d_contrast_coef", "d_contrast_negatives", "ground_d_coef",
           "r1_coef", "spectral_norm", "d_head", "ema", "augment", "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads",
           "workers", "sync_bn", "log_every")
 
@@ -217,6 +217,7 @@ class TrainParams(Section):
     d_contrast_negatives: int = Field(8, ge=1)  # those captions per image: the most similar ones (in what D sees)
     r1_coef: float = Field(0.0, ge=0)  # R1 gradient penalty on D's real pairs (Mescheder et al. 2018), gamma; 0 = off
     spectral_norm: bool = False  # spectral normalisation of every conv and linear layer of the family's D (Miyato et al. 2018)
+    ground_d_coef: float = Field(0.0, ge=0)  # a second D on the frozen grounding's image features (Projected GAN), its loss's weight in D's and G's; 0 = off
     d_head: Literal["concat", "projection"] = "concat"  # how D joins the caption to its image features: the family's concatenation | a projection (Miyato & Koyama 2018)
     ema: float = Field(0.0, ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off
     augment: str = ""  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"
@@ -253,6 +254,9 @@ class TrainParams(Section):
             raise ValueError("train.r1_coef: its input gradient is taken outside D's one forward call, which "
                              "torch.compile and DistributedDataParallel do not support; set train.compile=false "
                              "and train.nproc_per_node=1, or train.r1_coef=0")
+        if self.ground_d_coef > 0 and self.nproc_per_node > 1:
+            raise ValueError("train.ground_d_coef: its head is called outside D's one forward call, which "
+                             "DistributedDataParallel does not support; set train.nproc_per_node=1 or train.ground_d_coef=0")
         if self.compile or self.sync_bn:  # only then is the family's module (and torch) imported
             family = get_family(self.arch)
             if self.compile and family.compile_refusal:
@@ -290,7 +294,7 @@ class TrainParams(Section):
 # them: off. Recorded with the weights only when not these, so that runs without them keep the
 # bytes they had.
 LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "wrong": "class", "hard_fraction": 0.5,
-              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "d_head": "concat", "ema": 0.0, "augment": "",
+              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "ground_d_coef": 0.0, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "d_head": "concat", "ema": 0.0, "augment": "",
               "sync_bn": False}
 # The default levers turned off: the plain GAN-CLS (or DF-GAN) recipe, which needs no grounding.
 PLAIN = {k: LEVERS_OFF[k] for k in ("text", "match_coef", "d_contrast_coef")}

@@ -40,6 +40,8 @@ def run_record(cfg: TrainParams, data: DataSpec, model_cfg, world: int, ground: 
         from t2i.ground import fingerprint
 
         out["grounding"] = fingerprint(ground)
+        if cfg.ground_d_coef > 0:  # the ground head's shape, for load_discriminator
+            out["ground_cells"] = ground.cell_shape
     return out
 
 

@@ -27,7 +27,8 @@ def tiny(**levers) -> TrainParams:
 
 DATA = DataSpec(emb_dim=16, image_size=32, text_model="bag-of-words")
 TINY_GROUND = GroundParams(epochs=2, batch_size=8, dim=8, hidden=16, width=8, glimpses=2, threads=1)
-LEVERS = dict(text="grounded", match_coef=0.5, wrong="hard", ac_coef=0.5, d_contrast_coef=0.5, d_contrast_negatives=3)
+LEVERS = dict(text="grounded", match_coef=0.5, wrong="hard", ac_coef=0.5, d_contrast_coef=0.5, d_contrast_negatives=3,
+              ground_d_coef=0.5)
 
 
 def flower(petal, centre, count=5, shape="round", named=(("petal_colour", "centre_colour"),)):
@@ -319,6 +320,35 @@ def test_the_attribute_heads_learn_real_labels_and_ask_g_for_the_named_ones(trai
     out = gan_step(t, x, cfg)
     assert out["d_ac"] > 0 and out["g_ac"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, t.heads.parameters()))
+
+
+def test_the_ground_head_is_ds_reads_the_frozen_grounding_and_teaches_g(train_urls, grounding, data, tmp_path):
+    """train.ground_d_coef: a head on the grounding's cell features, held and updated with D,
+    enters D's and G's losses by its weight; G's gradient passes through the frozen grounding,
+    which never changes; a checkpoint's D loads back with it."""
+    from t2i.families.common import GroundHead
+
+    cfg = tiny(text="grounded", ground_d_coef=0.5)
+    t = trainables(cfg, model_config(cfg, grounding.config["dim"], DATA.image_size), ground=grounding)
+    head = t.D.ground_head
+    assert isinstance(head, GroundHead)
+    assert {id(p) for p in head.parameters()} <= {id(p) for g in t.opt_d.param_groups for p in g["params"]}
+    kept = {k: v.clone() for k, v in grounding.state_dict().items()}
+    before = [p.detach().clone() for p in head.parameters()]
+    x = step_inputs(next(batches(train_urls, 8)), cfg, torch.Generator().manual_seed(0), nets=t)
+    out = gan_step(t, x, cfg)
+    assert out["d_ground"] > 0 and out["g_ground"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, head.parameters()))
+    assert all(torch.equal(v, grounding.state_dict()[k]) for k, v in kept.items())
+    from t2i.families.common import ground_d_loss
+
+    t.G.zero_grad()
+    ground_d_loss(t.D, grounding, t.G(x.z, x.emb), None, x.code).backward()
+    assert all(p.grad is not None for p in t.G.parameters())
+    training_loop(train_urls, tmp_path, tiny(text="grounded", ground_d_coef=0.5, epochs=1), data=data,
+                  progress=False, ground=grounding)
+    D = load_discriminator(tmp_path / CHECKPOINT)
+    assert isinstance(D.net.ground_head, GroundHead)  # D behind the grounded text head (Coded)
 
 
 def test_a_run_needing_the_grounding_says_so_without_it(train_urls, tmp_path):

@@ -109,12 +109,50 @@ class ProjectionHead(nn.Module):
         return self.psi(phi).flatten() + (self.embed(emb) * phi).sum(dim=1)  # (B,)
 
 
-def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[str]] | None = None) -> nn.Module:
+class GroundHead(nn.Module):
+    """A second D on the frozen grounding's image features (``train.ground_d_coef``; Projected GAN,
+    Sauer et al. 2021): the grounding's 16x16 cell features (``ImageEncoder.cells``) of an image,
+    pretrained on this dataset's real image-caption pairs, -> two strided convolutions ->
+    a ``ProjectionHead`` with the grounded text code. Attached to D (``attach``), so D's optimiser,
+    checkpoint and ``load_discriminator`` hold it like D's own layers."""
+
+    def __init__(self, channels: int, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, 2C, 8, 8)
+            nn.Conv2d(2 * channels, 2 * channels, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, 2C, 4, 4)
+        )
+        self.head = ProjectionHead(2 * channels, dim)
+
+    @classmethod
+    def attach(cls, D: nn.Module, shape: dict[str, int]) -> "GroundHead":
+        param = next(D.parameters())
+        D.ground_head = cls(shape["channels"], shape["dim"]).to(param.device)
+        return D.ground_head
+
+    def forward(self, cells: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net(cells), code)  # (B, C, 16, 16), (B, dim) -> (B,)
+
+
+def ground_d_loss(D: nn.Module, ground: nn.Module, real: torch.Tensor, fake: torch.Tensor | None,
+                  code: torch.Tensor) -> torch.Tensor:
+    """The ground head's non-saturating loss: with ``fake`` (D's update), real -> 1 and fake -> 0;
+    without (G's update), ``real`` are G's fakes, which must score 1. Images as D sees them, in fp32."""
+    score = lambda img: D.ground_head(ground.image.cells(img.float()), code.float())  # noqa: E731  (B,)
+    if fake is None:
+        return F.softplus(-score(real)).mean()
+    return F.softplus(-score(real)).mean() + F.softplus(score(fake)).mean()
+
+
+def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[str]] | None = None,
+                        ground_cells: dict[str, int] | None = None) -> nn.Module:
     """D of family ``cfg.arch`` as training builds it and ``t2i.checkpoint.load_discriminator``
     rebuilds it (the one construction path: a lever on D goes here, so that the state dicts of
     both agree): the family's D (with ``cfg.d_head: projection``, its caption head a
-    ``ProjectionHead``, which the family builds in place of its own), spectral normalisation of its layers (``cfg.spectral_norm``),
-    and AC-GAN's heads (``cfg.ac_coef``, labels ``attributes``)."""
+    ``ProjectionHead``, which the family builds in place of its own), spectral normalisation
+    of its layers (``cfg.spectral_norm``), AC-GAN's heads (``cfg.ac_coef``, labels
+    ``attributes``) and the ground head (``cfg.ground_d_coef``, for cells ``ground_cells``:
+    ``Grounding.cell_shape``)."""
     from t2i.families import get_family
 
     D = get_family(cfg.arch).discriminator(cfg, model_cfg)
@@ -124,6 +162,10 @@ def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[
         if not attributes:
             raise ValueError("train.ac_coef: this dataset's samples have no attribute labels to classify")
         AttributeHeads.attach(D, attributes, model_cfg.image_size)
+    if cfg.ground_d_coef > 0:
+        if not ground_cells:
+            raise ValueError("train.ground_d_coef: the ground head needs the grounding's cell shape")
+        GroundHead.attach(D, ground_cells)
     return D
 
 
@@ -215,7 +257,7 @@ class AttributeHeads(nn.Module):
 
 
 def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, D: nn.Module,
-                   heads: AttributeHeads | None) -> Loss:
+                   heads: AttributeHeads | None, fake: torch.Tensor, ground: nn.Module | None) -> Loss:
     """The terms every family's D loss may add to its own, from D's passes on ``x`` (the step's
     inputs as D saw them):
 
@@ -224,7 +266,9 @@ def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, D: 
     - ``contrast`` (``cfg.d_contrast_coef``; XMC-GAN's image-text term for D, on D's own scores):
       D must score each real image with its own caption above the ``cfg.d_contrast_negatives``
       batch captions most like it (in what D sees) that are wrong for it (``x.wrong_mask``);
-    - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads classify the real images."""
+    - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads classify the real images;
+    - ``ground`` (``cfg.ground_d_coef``): the ground head (``GroundHead``) tells the real images
+      from the fakes D saw (``fake``), on the frozen ``ground``'s features, given the grounded code."""
     if cfg.r1_coef > 0:
         loss.add("r1", cfg.r1_coef / 2, r1_penalty(d_out["real"], x.real))
     if cfg.d_contrast_coef > 0:
@@ -232,6 +276,8 @@ def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, D: 
                                                              cfg.d_contrast_negatives))
     if cfg.ac_coef > 0:
         loss.add("ac", cfg.ac_coef, heads.loss(d_out["feat_real"], x.labels))
+    if cfg.ground_d_coef > 0:
+        loss.add("ground", cfg.ground_d_coef, ground_d_loss(D, ground, x.real, fake, x.code))
     return loss
 
 
@@ -265,7 +311,8 @@ def still_statistics(module: nn.Module) -> Iterator[None]:
 
 
 def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, d_fakes_out: dict, loss: Loss,
-                   ground: nn.Module | None, heads: AttributeHeads | None) -> Loss:
+                   ground: nn.Module | None, heads: AttributeHeads | None, D: nn.Module | None = None,
+                   seen: dict | None = None) -> Loss:
     """The terms every family's G loss may add to its own:
 
     - ``match`` (``cfg.match_coef``; AttnGAN's DAMSM sentence term): the frozen grounding's image
@@ -273,12 +320,16 @@ def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, d_fakes_out: di
       batch's other captions as negatives (but those that ask nothing its caption contradicts:
       a fake is asked only for what its caption names), at temperature ``cfg.match_temperature``;
     - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads must read, in each fake, the
-      attributes its caption names."""
+      attributes its caption names;
+    - ``ground`` (``cfg.ground_d_coef``): D's ground head must take the fakes, as D sees them
+      (``seen``), for real ones."""
     if cfg.match_coef > 0:
         img = ground.image(g_out["fake"].float())  # (B, dim); frozen, fp32: the gradient reaches G
         loss.add("match", cfg.match_coef, contrastive_loss(img, x.code, 1 / cfg.match_temperature, x.agrees))
     if cfg.ac_coef > 0:
         loss.add("ac", cfg.ac_coef, heads.loss(d_fakes_out["feat_fake"], x.named_labels))
+    if cfg.ground_d_coef > 0:
+        loss.add("ground", cfg.ground_d_coef, ground_d_loss(D, ground, seen["fake"], None, x.code))
     return loss
 
 
