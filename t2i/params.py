@@ -166,10 +166,13 @@ class DFGANParams(Section):
     d_gate: float = Field(1.0, ge=0)  # D blocks' residual gates at the start (the paper's: 0, for far longer runs)
 
 
-# ``train.epochs: null`` and ``train.batch_size: null`` mean the family's own: Reed et al.'s batch
-# of 64, DF-GAN's of 32 (its birds recipe), and epochs for a CPU budget at the default widths: on
-# a quiet 2-core machine GAN-CLS's 30 took 17.5 minutes, DF-GAN's 12 took 9.6 (docs/experiments.md).
-FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64}, "df-gan": {"epochs": 12, "batch_size": 32}}
+# ``null`` (or missing) for these train keys means the family's own: Reed et al.'s batch of 64,
+# DF-GAN's of 32 (its birds recipe); epochs for a CPU budget at the default widths (on a quiet
+# 2-core machine GAN-CLS's 30 took 17.5 minutes, DF-GAN's 12 took 9.6: docs/experiments.md); and
+# the levers for form measured best for each (docs/experiments.md, "Levers for form"): GAN-CLS
+# with a projection D, EMA and DiffAugment; DF-GAN without them (with them its colours went wrong).
+FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64, "d_head": "projection", "ema": 0.999, "augment": "translation,cutout"},
+          "df-gan": {"epochs": 12, "batch_size": 32, "d_head": "concat", "ema": 0.0, "augment": ""}}
 # The TrainParams keys every family reads (the data order, the batch, the noise, the shared levers,
 # the numerics), recorded with the weights; each family adds its own (``Family.reads``: GAN-CLS's
 # flat keys, DF-GAN's ``df_gan`` section). Not recorded: how the stage starts (nproc_per_node; the
@@ -218,14 +221,14 @@ class TrainParams(Section):
     r1_coef: float = Field(0.0, ge=0)  # R1 gradient penalty on D's real pairs (Mescheder et al. 2018), gamma; 0 = off
     spectral_norm: bool = False  # spectral normalisation of every conv and linear layer of the family's D (Miyato et al. 2018)
     ground_d_coef: float = Field(0.0, ge=0)  # a second D on the frozen grounding's image features (Projected GAN), its loss's weight in D's and G's; 0 = off
-    d_head: Literal["concat", "projection"] = "concat"  # how D joins the caption to its image features: the family's concatenation | a projection (Miyato & Koyama 2018)
-    ema: float = Field(0.0, ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off
-    augment: str = ""  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"
+    d_head: Literal["concat", "projection"] = FAMILY["gan-cls"]["d_head"]  # how D joins the caption to its image features: the family's concatenation | a projection (Miyato & Koyama 2018)
+    ema: float = Field(FAMILY["gan-cls"]["ema"], ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off
+    augment: str = FAMILY["gan-cls"]["augment"]  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast forward passes, fp32 losses; auto: bf16 on CUDA and on CPUs with bf16 in hardware (t2i.device.cpu_has_bf16), else fp32
-    channels_last: bool = False  # NHWC images and conv weights
+    channels_last: bool = True  # NHWC images and conv weights (faster with bf16 on CPUs and GPUs: docs/performance.md)
     compile: bool = False  # torch.compile G and D (the step itself stays eager)
     threads: int = Field(2, ge=0)  # torch CPU threads, 0 = torch's default (all cores)
     workers: int = Field(0, ge=0)  # DataLoader decode processes
@@ -286,8 +289,9 @@ class TrainParams(Section):
 
     @classmethod
     def from_record(cls, record: dict) -> "TrainParams":
-        """The params of a stored record (the keys it lacks at their defaults, as when it was written)."""
-        return cls.model_validate({k: v for k, v in record.items() if k in cls.model_fields})
+        """The params of a stored record: a lever it lacks was off (``recorded`` leaves off levers
+        out, and a record older than a lever never had it), any other key at its default."""
+        return cls.model_validate({**LEVERS_OFF, **{k: v for k, v in record.items() if k in cls.model_fields}})
 
 
 # The levers for what a caption names (docs/experiments.md), as Reed et al.'s plain GAN-CLS has
@@ -297,7 +301,7 @@ LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "
               "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "ground_d_coef": 0.0, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "d_head": "concat", "ema": 0.0, "augment": "",
               "sync_bn": False}
 # The default levers turned off: the plain GAN-CLS (or DF-GAN) recipe, which needs no grounding.
-PLAIN = {k: LEVERS_OFF[k] for k in ("text", "match_coef", "d_contrast_coef")}
+PLAIN = {k: LEVERS_OFF[k] for k in ("text", "match_coef", "d_contrast_coef", "d_head", "ema", "augment")}
 
 
 class EvaluatorParams(Section):

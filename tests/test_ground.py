@@ -276,7 +276,8 @@ def test_generator_pt_alone_draws_what_the_pipeline_drew(train_urls, grounding, 
     assert set(D.net.attribute_heads.attributes) == set(synth.ATTRIBUTES)
     with torch.no_grad():
         img = torch.rand(4, 3, 32, 32) * 2 - 1
-        assert torch.equal(D(img, emb), seen["D"].eval()(img, grounding.text(emb)))
+        # trained channels_last, loaded contiguous: the same numbers up to the kernels' summation order
+        torch.testing.assert_close(D(img, emb), seen["D"].eval()(img, grounding.text(emb)), rtol=1e-5, atol=1e-6)
 
 
 def test_resume_with_every_new_term_equals_uninterrupted(train_urls, grounding, data, tmp_path):

@@ -86,7 +86,8 @@ def test_params_yaml_is_the_built_in_defaults_key_by_key():
     deleting a line from it changes nothing, and TrainParams() trains what dvc repro trains."""
     in_file = _leaves(yaml.safe_load(REPO_PARAMS.read_text()))
     defaults = _leaves(Params().model_dump())
-    defaults["train.epochs"] = defaults["train.batch_size"] = None  # null in params.yaml: the family's own
+    for k in FAMILY["gan-cls"]:  # null in params.yaml: the family's own
+        defaults[f"train.{k}"] = None
     assert in_file.keys() == defaults.keys(), f"keys only in params.yaml: {in_file.keys() - defaults.keys()}, " \
         f"only in the models: {defaults.keys() - in_file.keys()}"
     differ = {k: (in_file[k], defaults[k]) for k in in_file if in_file[k] != defaults[k]}
@@ -94,8 +95,9 @@ def test_params_yaml_is_the_built_in_defaults_key_by_key():
     assert load_params(REPO_PARAMS) == Params()
 
 
-def test_epochs_and_batch_size_null_mean_the_familys_own():
-    for key in ("epochs", "batch_size"):
+def test_epochs_batch_size_and_form_levers_null_mean_the_familys_own():
+    assert FAMILY["gan-cls"].keys() == FAMILY["df-gan"].keys() == {"epochs", "batch_size", "d_head", "ema", "augment"}
+    for key in FAMILY["gan-cls"]:
         assert getattr(TrainParams(), key) == getattr(TrainParams(**{key: None}), key) == FAMILY["gan-cls"][key]
         assert getattr(TrainParams(arch="df-gan"), key) == FAMILY["df-gan"][key] != FAMILY["gan-cls"][key]
     assert TrainParams(arch="df-gan", batch_size=16).batch_size == 16  # a number given is kept
