@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from t2i.families import BUILT_IN  # noqa: E402
-from t2i.params import Params  # noqa: E402
+from t2i.params import FAMILY, Params  # noqa: E402
 
 PAGE = ROOT / "docs" / "params.md"
 HEAD = """# Every param
@@ -87,7 +87,7 @@ def rows(model: type[BaseModel], defaults: BaseModel, prefix: str, comments: dic
             out += rows(type(value), value, f"{prefix}{name}.", comments)
             continue
         key = f"{prefix}{name}"
-        if key in ("train.epochs", "train.batch_size"):
+        if prefix == "train." and name in FAMILY["gan-cls"]:
             value = None  # the family's own (t2i.params.FAMILY), as params.yaml writes it
         kinds = accepts(field)
         if key == "train.arch":  # a str checked against the family registry: its built-in ones

@@ -294,12 +294,12 @@ def run(cfg: TrainParams, *, urls: list[str] | None = None, emb_dim: int = 384, 
                 if r["img_s"] > rows.get(key, {"img_s": 0})["img_s"]:
                     rows[key] = r
         for arch in BUILT_IN:
-            r = train_step(cfg.model_copy(update={"arch": arch, **eager}), image_size, emb_dim, device, seconds, ground)
+            r = train_step(cfg.with_arch(arch, **eager), image_size, emb_dim, device, seconds, ground)
             if r["img_s"] > rows.get(arch, {"img_s": 0})["img_s"]:
                 rows[arch] = r
     peak = matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32, device=device)
     here = rows["here"]
-    results["family"] = {arch: {**base_widths(cfg.model_copy(update={"arch": arch}), image_size, emb_dim), **rows[arch]}
+    results["family"] = {arch: {**base_widths(cfg.with_arch(arch), image_size, emb_dim), **rows[arch]}
                          for arch in BUILT_IN}
     levers = {k: getattr(cfg, k) for k, off in LEVERS_OFF.items() if getattr(cfg, k) != off}
     results["train"] = {"arch": cfg.arch, "levers": levers, **base_widths(cfg, image_size, emb_dim),

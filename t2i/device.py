@@ -3,6 +3,7 @@ own module, so that code which only needs a device does not depend on the text e
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -34,7 +35,7 @@ def pick_precision(precision: str, device: str) -> str:
 
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX), Arm (FEAT_BF16): /proc/cpuinfo's names
-BF16_ISAS = ("BF16", "AMX", "AVX10", "ALL")  # ONEDNN_MAX_CPU_ISA values that let oneDNN use them
+BF16_ISAS = ("BF16", "FP16", "AMX", "AVX10", "ALL")  # ONEDNN_MAX_CPU_ISA values that let oneDNN use them
 
 
 def cpu_has_bf16(cpuinfo: str | None = None, env: dict | None = None) -> bool:
@@ -45,15 +46,20 @@ def cpu_has_bf16(cpuinfo: str | None = None, env: dict | None = None) -> bool:
     cap = env.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if cap and not any(name in cap for name in BF16_ISAS):
         return False
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return False
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
     flags = {word for line in cpuinfo.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
              for word in line.partition(":")[2].split()}
     return bool(flags & BF16_FLAGS)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text, read once per process ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 # The environment that pins the CPU math libraries' kernel choice to AVX2 (MKL's conditional

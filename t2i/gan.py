@@ -56,7 +56,7 @@ class Trainables:
     g_passes: nn.Module  # x -> {"fake": images, ...}
     d_passes: nn.Module  # x, fake -> D's scores and features of the real and fake pairs
     d_fakes: nn.Module  # x, g_out -> D's scores and features of the fakes in G's update (outside DDP: D is not updated there)
-    ground: Grounding | None = None  # the frozen grounding (t2i.ground), when the run uses its code or its matching loss
+    ground: Grounding | None = None  # the frozen grounding (t2i.ground), when the run uses its code, its matching loss or the ground head
     heads: AttributeHeads | None = None  # AC-GAN's attribute heads on D (``D.attribute_heads``), with train.ac_coef
     G_ema: Ema | None = None  # the average of G's weights (train.ema), updated after each of G's steps
     oracle: dict[str, list[str]] | None = None  # with train.text: oracle, the attributes' values the codes are made of
@@ -124,7 +124,8 @@ def needs_grounding(cfg: TrainParams) -> bool:
 
 
 def autocast(cfg: TrainParams, device: torch.device | str):
-    """The forward passes' precision: bf16 autocast when ``cfg.precision`` asks for it (auto: on CUDA)."""
+    """The forward passes' precision: bf16 autocast when ``cfg.precision`` asks for it (auto: on CUDA and on
+    CPUs with bf16 in hardware, ``t2i.device.pick_precision``)."""
     from t2i.device import pick_precision
 
     kind = torch.device(device).type

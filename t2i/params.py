@@ -221,9 +221,9 @@ class TrainParams(Section):
     r1_coef: float = Field(0.0, ge=0)  # R1 gradient penalty on D's real pairs (Mescheder et al. 2018), gamma; 0 = off
     spectral_norm: bool = False  # spectral normalisation of every conv and linear layer of the family's D (Miyato et al. 2018)
     ground_d_coef: float = Field(0.0, ge=0)  # a second D on the frozen grounding's image features (Projected GAN), its loss's weight in D's and G's; 0 = off
-    d_head: Literal["concat", "projection"] = FAMILY["gan-cls"]["d_head"]  # how D joins the caption to its image features: the family's concatenation | a projection (Miyato & Koyama 2018)
-    ema: float = Field(FAMILY["gan-cls"]["ema"], ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off
-    augment: str = FAMILY["gan-cls"]["augment"]  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"
+    d_head: Literal["concat", "projection"] = FAMILY["gan-cls"]["d_head"]  # how D joins the caption to its image features: the family's concatenation | a projection (Miyato & Koyama 2018); null / missing: FAMILY[arch]
+    ema: float = Field(FAMILY["gan-cls"]["ema"], ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off; null / missing: FAMILY[arch]
+    augment: str = FAMILY["gan-cls"]["augment"]  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"; null / missing: FAMILY[arch]
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -287,6 +287,11 @@ class TrainParams(Section):
         keep -= {k for k, v in LEVERS_OFF.items() if getattr(self, k) == v}
         return {k: v for k, v in self.model_dump().items() if k in keep}
 
+    def with_arch(self, arch: str, **update) -> "TrainParams":
+        """These params for family ``arch``, the keys in ``FAMILY`` at that family's own values
+        (``model_copy`` would skip the validator that fills them), with ``update`` on top."""
+        return TrainParams.model_validate({**self.model_dump(exclude=set(FAMILY[self.arch])), "arch": arch, **update})
+
     @classmethod
     def from_record(cls, record: dict) -> "TrainParams":
         """The params of a stored record: a lever it lacks was off (``recorded`` leaves off levers
@@ -294,8 +299,8 @@ class TrainParams(Section):
         return cls.model_validate({**LEVERS_OFF, **{k: v for k, v in record.items() if k in cls.model_fields}})
 
 
-# The levers for what a caption names (docs/experiments.md), as Reed et al.'s plain GAN-CLS has
-# them: off. Recorded with the weights only when not these, so that runs without them keep the
+# The levers for what a caption names and for form (docs/experiments.md), as Reed et al.'s plain
+# GAN-CLS has them: off. Recorded with the weights only when not these, so that runs without them keep the
 # bytes they had.
 LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "wrong": "class", "hard_fraction": 0.5,
               "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "ground_d_coef": 0.0, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "d_head": "concat", "ema": 0.0, "augment": "",

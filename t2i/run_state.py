@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 def run_record(cfg: TrainParams, data: DataSpec, model_cfg, world: int, ground: Grounding | None) -> dict:
     """The config stored with the weights: the data it was trained on, every training param the
     family reads (``TrainParams.recorded``), the models' shapes and the number of processes;
-    AC-GAN's labels (so that ``load_discriminator`` rebuilds its heads) and the grounding's
-    fingerprint (a run resumes only on the grounding it started with) where they are used."""
+    AC-GAN's labels (so that ``load_discriminator`` rebuilds its heads), the grounding's
+    fingerprint (a run resumes only on the grounding it started with) and the ground head's
+    shape (``ground_cells``) where they are used."""
     out = {**({"num_samples": data.num_samples} if data.num_samples is not None else {}),
            "emb_dim": data.emb_dim, "image_size": data.image_size, "text_model": data.text_model,
            **cfg.recorded(), "model": stored_shapes(model_cfg), "world_size": world}

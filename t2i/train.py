@@ -63,8 +63,8 @@ def training_loop(
     fixed noise). ``on_step(step, G, D)`` is called after every step (and after its checkpoint).
     ``probe(D) -> {attribute: share}`` (``t2i.probes.caption_check`` on the test images) is logged as
     ``d_check/<attribute>`` after every epoch, by rank 0; it must draw no random numbers.
-    ``ground`` (``t2i.ground.Grounding``): the frozen grounding that ``cfg.text: grounded`` and
-    ``cfg.match_coef`` read; with ``text: grounded`` its text head is saved with G and D, and
+    ``ground`` (``t2i.ground.Grounding``): the frozen grounding that ``cfg.text: grounded``,
+    ``cfg.match_coef`` and ``cfg.ground_d_coef`` read; with ``text: grounded`` its text head is saved with G and D, and
     the grids and ``probe`` see them behind it (called with sentence embeddings). ``oracle``
     (``t2i.oracle.OracleHead``): with ``text: oracle``, what the grids and ``probe`` see them behind.
 
@@ -78,6 +78,9 @@ def training_loop(
     if cfg.r1_coef > 0 and world > 1:
         raise T2IError("train.r1_coef: not under torchrun (its input gradient is taken outside D's one forward "
                        "call, which DistributedDataParallel does not support); set train.r1_coef=0")
+    if cfg.ground_d_coef > 0 and world > 1:
+        raise T2IError("train.ground_d_coef: not under torchrun (the ground head is called outside D's one forward "
+                       "call, which DistributedDataParallel does not support); set train.ground_d_coef=0")
     auto = cfg.precision == "auto"
     cfg = cfg.model_copy(update={"precision": pick_precision(cfg.precision, device)})  # recorded as run: fp32 or bf16
     steps = steps_per_epoch(data, cfg.batch_size, world)

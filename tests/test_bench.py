@@ -14,7 +14,8 @@ GROUND = GroundParams(dim=8, hidden=16, width=8, glimpses=2)  # the shape of the
 def test_rows_are_measured(train_urls):
     r = bench.run(TINY, urls=train_urls, emb_dim=16, image_size=32, seconds=0.2, ground=GROUND)
     t = r["train"]
-    assert t["levers"] == {"text": "grounded", "match_coef": 1.0, "d_contrast_coef": 1.0}
+    assert t["levers"] == {"text": "grounded", "match_coef": 1.0, "d_contrast_coef": 1.0, "d_head": "projection",
+                           "ema": 0.999, "augment": "translation,cutout"}
     assert t["img_s"] > 0 and t["wide_img_s"] > 0 and t["peak_share"] > 0  # no upper bound: load skews it
     assert t["fp32_eager_img_s"] > 0 and t["speedup"] > 0 and t["wide_speedup"] > 0
     assert t["wide_flops_per_img"] > 10 * t["flops_per_img"] > 0  # width 64 vs 8: far more work
@@ -24,7 +25,8 @@ def test_rows_are_measured(train_urls):
     assert r["shard"]["img_s"] > 0 and r["memory"]["peak_rss_mib"] > 50
     text = bench.table(r)
     assert [line.split()[0] for line in text.splitlines()] == ["train", "family", "shards", "load", "shard", "memory"]
-    assert "(text=grounded match_coef=1.0 d_contrast_coef=1.0)" in text.splitlines()[0]
+    assert ("(text=grounded match_coef=1.0 d_contrast_coef=1.0 d_head=projection ema=0.999 augment=translation,cutout)"
+            in text.splitlines()[0])
 
 
 @pytest.mark.slow
@@ -34,7 +36,7 @@ def test_both_families_are_measured():
     assert f["gan-cls"]["img_s"] > 0 and f["df-gan"]["img_s"] > 0
     # same widths: DF-GAN's 3x3 convolutions and MA-GP's double backward cost more per image
     assert f["df-gan"]["flops_per_img"] > 1.5 * f["gan-cls"]["flops_per_img"] > 0
-    df = bench.run(cfg.model_copy(update={"arch": "df-gan", **PLAIN}), image_size=32, emb_dim=16, seconds=0.2)["train"]
+    df = bench.run(cfg.with_arch("df-gan", **PLAIN), image_size=32, emb_dim=16, seconds=0.2)["train"]
     assert df["levers"] == {}  # the plain recipe: no grounding
     assert df["arch"] == "df-gan" and df["ngf"] == 8 and df["wide_flops_per_img"] > 10 * df["flops_per_img"]
 

@@ -106,6 +106,17 @@ def test_epochs_batch_size_and_form_levers_null_mean_the_familys_own():
         load_params(None, ["train.arch=stylegan"])
 
 
+def test_with_arch_gives_the_new_familys_own_levers_and_keeps_the_rest():
+    """Switching a config's family takes that family's FAMILY values (a model_copy would keep
+    GAN-CLS's levers and batch for DF-GAN), the other keys and the update given."""
+    cfg = TrainParams(ngf=8, seed=3).with_arch("df-gan", threads=1)
+    assert {k: getattr(cfg, k) for k in FAMILY["df-gan"]} == FAMILY["df-gan"]
+    assert (cfg.arch, cfg.ngf, cfg.seed, cfg.threads) == ("df-gan", 8, 3, 1)
+    assert TrainParams(arch="df-gan").with_arch("gan-cls") == TrainParams()
+    with pytest.raises(T2IError, match="train.ground_d_coef: its head is called outside"):
+        load_params(None, ["train.ground_d_coef=1", "train.nproc_per_node=2"])
+
+
 def test_a_gan_cls_record_is_what_it_was_before_families():
     """generator.pt of a plain GAN-CLS run stores exactly the keys it stored before train.arch and
     the levers existed, so its files stay byte-identical; the default adds its levers; a DF-GAN
