@@ -138,10 +138,11 @@ def ground_d_loss(D: nn.Module, ground: nn.Module, real: torch.Tensor, fake: tor
                   code: torch.Tensor) -> torch.Tensor:
     """The ground head's non-saturating loss: with ``fake`` (D's update), real -> 1 and fake -> 0;
     without (G's update), ``real`` are G's fakes, which must score 1. Images as D sees them, in fp32."""
-    score = lambda img: D.ground_head(ground.image.cells(img.float()), code.float())  # noqa: E731  (B,)
-    if fake is None:
-        return F.softplus(-score(real)).mean()
-    return F.softplus(-score(real)).mean() + F.softplus(score(fake)).mean()
+    def score(img: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B,)
+        return D.ground_head(ground.image.cells(img.float()), code.float())
+
+    loss = F.softplus(-score(real)).mean()
+    return loss if fake is None else loss + F.softplus(score(fake)).mean()
 
 
 def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[str]] | None = None,
