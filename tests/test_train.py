@@ -341,9 +341,10 @@ def test_training_streams_shards_from_a_pipe_command(train_urls, tmp_path):
 @pytest.mark.slow
 def test_compiled_step_trains_like_the_eager_one(train_urls, tmp_path):
     """train.compile wraps G and D in torch.compile; the saved weights stay plain, loadable and
-    close to eager training's."""
-    train(train_urls, tmp_path / "eager", epochs=1)
-    train(train_urls, tmp_path / "compiled", epochs=1, compile=True)
+    close to eager training's (in fp32: under bf16, which auto picks on some CPUs, compiled and
+    eager kernels round differently)."""
+    train(train_urls, tmp_path / "eager", epochs=1, precision="fp32")
+    train(train_urls, tmp_path / "compiled", epochs=1, compile=True, precision="fp32")
     G, config = load_generator(tmp_path / "compiled" / GENERATOR)
     assert config["compile"]
     eager, compiled = weights(tmp_path / "eager" / GENERATOR), weights(tmp_path / "compiled" / GENERATOR)
