@@ -183,6 +183,10 @@ SHARED = ("epochs", "batch_size", "z_dim", "cls", "captions_per_step", "text", "
           "workers", "sync_bn", "log_every")
 
 
+# The levers that work outside D's one forward call, and what each does there.
+OUTSIDE_D_FORWARD = {"r1_coef": "its input gradient is taken", "ground_d_coef": "its head is called"}
+
+
 class TrainParams(Section):
     """Training: the ``cfg`` of t2i.train.training_loop and t2i.gan.gan_step. ``arch`` picks the
     model family; the keys in ``SHARED`` serve every family, each family reads its own beside them
@@ -251,15 +255,20 @@ class TrainParams(Section):
             raise ValueError(f"unknown augmentation {bad[0]!r} (known: {', '.join(AUGMENTATIONS)})")
         return ",".join(names)
 
+    def outside_d_forward(self) -> list[str]:
+        """The levers on that work outside D's one forward call (``OUTSIDE_D_FORWARD``), which
+        DistributedDataParallel cannot see: refused under torchrun, here and in ``training_loop``."""
+        return [k for k in OUTSIDE_D_FORWARD if getattr(self, k) > 0]
+
     @model_validator(mode="after")
     def _the_family_can(self) -> "TrainParams":
-        if self.r1_coef > 0 and (self.compile or self.nproc_per_node > 1):
+        if self.r1_coef > 0 and self.compile:
             raise ValueError("train.r1_coef: its input gradient is taken outside D's one forward call, which "
-                             "torch.compile and DistributedDataParallel do not support; set train.compile=false "
-                             "and train.nproc_per_node=1, or train.r1_coef=0")
-        if self.ground_d_coef > 0 and self.nproc_per_node > 1:
-            raise ValueError("train.ground_d_coef: its head is called outside D's one forward call, which "
-                             "DistributedDataParallel does not support; set train.nproc_per_node=1 or train.ground_d_coef=0")
+                             "torch.compile does not support; set train.compile=false or train.r1_coef=0")
+        if self.nproc_per_node > 1 and (levers := self.outside_d_forward()):
+            k = levers[0]
+            raise ValueError(f"train.{k}: {OUTSIDE_D_FORWARD[k]} outside D's one forward call, which "
+                             f"DistributedDataParallel does not support; set train.nproc_per_node=1 or train.{k}=0")
         if self.compile or self.sync_bn:  # only then is the family's module (and torch) imported
             family = get_family(self.arch)
             if self.compile and family.compile_refusal:

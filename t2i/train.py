@@ -75,12 +75,12 @@ def training_loop(
     from t2i.device import pick_device, pick_precision
 
     rank, world, device = init(pick_device(cfg.device))
-    if cfg.r1_coef > 0 and world > 1:
-        raise T2IError("train.r1_coef: not under torchrun (its input gradient is taken outside D's one forward "
-                       "call, which DistributedDataParallel does not support); set train.r1_coef=0")
-    if cfg.ground_d_coef > 0 and world > 1:
-        raise T2IError("train.ground_d_coef: not under torchrun (the ground head is called outside D's one forward "
-                       "call, which DistributedDataParallel does not support); set train.ground_d_coef=0")
+    if world > 1 and (levers := cfg.outside_d_forward()):
+        from t2i.params import OUTSIDE_D_FORWARD
+
+        k = levers[0]
+        raise T2IError(f"train.{k}: not under torchrun ({OUTSIDE_D_FORWARD[k]} outside D's one forward call, which "
+                       f"DistributedDataParallel does not support); set train.{k}=0")
     auto = cfg.precision == "auto"
     cfg = cfg.model_copy(update={"precision": pick_precision(cfg.precision, device)})  # recorded as run: fp32 or bf16
     steps = steps_per_epoch(data, cfg.batch_size, world)

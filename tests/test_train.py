@@ -362,3 +362,16 @@ def test_a_second_trainer_on_the_same_folder_is_refused(train_urls, tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
     training_loop(train_urls, tmp_path / "out", TrainParams(**TINY), data=DATA, checkpoint_dir=tmp_path / "ckpt",
                   progress=False)  # released: trains
+
+
+@pytest.mark.parametrize("lever", ["r1_coef", "ground_d_coef"])
+def test_a_lever_outside_ds_forward_is_refused_under_torchrun(lever, monkeypatch, tmp_path):
+    """A run already under torchrun (world > 1, nproc_per_node 1) refuses the levers that work
+    outside D's one forward call, naming the lever, before it builds anything."""
+    from t2i import T2IError
+    from t2i import train as train_module
+
+    monkeypatch.setattr(train_module, "init", lambda device: (0, 2, "cpu"))
+    with pytest.raises(T2IError, match=f"train.{lever}: not under torchrun"):
+        training_loop([], tmp_path, TrainParams(**{**TINY, lever: 1.0}), data=DATA, progress=False)
+    assert not any(tmp_path.iterdir())
