@@ -20,7 +20,7 @@ from t2i.families import check_arch, get_family
 
 DATASETS = ("synthetic-flowers", "cub", "oxford-102", "hf", "folder")
 IMAGE_SIZES = (32, 64, 128)  # what the generator, discriminator and evaluator are built for
-AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment's transforms (t2i/diffaugment.py), applied in this order
+AUGMENTATIONS = ("color", "translation", "cutout", "turn")  # train.augment's transforms (t2i/diffaugment.py), applied in this order
 
 
 def _numeric(annotation) -> bool:

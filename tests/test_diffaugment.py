@@ -14,12 +14,12 @@ from t2i.params import TrainParams, load_params
 from tests.test_families import batch
 from tests.test_train import TINY
 
-ALL = "color,translation,cutout"
+ALL = "color,translation,cutout,turn"
 
 
 def test_each_transform_changes_the_images_and_passes_the_gradient():
     x = torch.rand(4, 3, 16, 16, requires_grad=True)
-    for names in ("color", "translation", "cutout", ALL):
+    for names in ("color", "translation", "cutout", "turn", ALL):
         d = draws(names, 4, 16, torch.Generator().manual_seed(1))
         out = apply(x, d)
         assert out.shape == x.shape and not torch.equal(out, x)
@@ -42,7 +42,7 @@ def test_gan_step_gives_d_the_augmented_real_and_fake_images_and_g_its_gradient(
     cfg = TrainParams(**{**TINY, "augment": ALL})
     nets = trainables(cfg, model_config(cfg, 16, 32))
     x = step_inputs(batch(), cfg, torch.Generator().manual_seed(0))
-    assert set(x.d_draws) == {"brightness", "saturation", "contrast", "shift", "cut"}
+    assert set(x.d_draws) == {"brightness", "saturation", "contrast", "shift", "cut", "turns", "mirror"}
     seen = {}
     d_passes, d_fakes = nets.d_passes, nets.d_fakes
 
@@ -71,7 +71,7 @@ def test_off_draws_nothing_and_the_draws_before_it_are_unchanged():
 
 
 def test_an_unknown_transform_is_named():
-    with pytest.raises(T2IError, match=r"train.augment: unknown augmentation 'flip' \(known: color, translation, cutout\)"):
+    with pytest.raises(T2IError, match=r"train.augment: unknown augmentation 'flip' \(known: color, translation, cutout, turn\)"):
         load_params(None, ["train.augment=color,flip"])
     assert TrainParams(augment=" cutout, color ").augment == "cutout,color"
 
@@ -99,6 +99,17 @@ def test_r1_is_the_squared_gradient_of_d_on_the_real_images_it_saw(arch):
 def test_r1_is_refused_where_its_input_gradient_cannot_be_taken():
     with pytest.raises(T2IError, match=r"train.r1_coef: its input gradient"):
         load_params(None, ["train.r1_coef=1", "train.nproc_per_node=2"])
+
+
+def test_turn_is_a_quarter_turn_then_a_mirror_flip_and_keeps_every_pixel():
+    img = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    out = apply(img, {"turns": torch.tensor([1, 3]), "mirror": torch.tensor([False, True])})
+    assert torch.equal(out[0], img[0].rot90(1, (1, 2)))  # anticlockwise: the top row becomes the left column
+    assert torch.equal(out[0, :, :, 0], img[0, :, 0].flip(-1))
+    assert torch.equal(out[1], img[1].rot90(3, (1, 2)).flip(-1))
+    assert torch.equal(out.flatten(1).sort(dim=1).values, img.flatten(1).sort(dim=1).values)  # colours and counts kept
+    d = draws("turn", 4000, 8, torch.Generator().manual_seed(0))
+    assert set(d["turns"].tolist()) == {0, 1, 2, 3} and 0.45 < d["mirror"].float().mean() < 0.55
 
 
 def test_cutout_zeroes_a_square_of_half_the_side():
