@@ -2,7 +2,7 @@
 t2i.augment, the label-keeping augmentation of the evaluator and the grounding): the same
 random colour, translation, cutout and quarter turn for real and fake images, so that D cannot tell them apart
 by the augmentation, while G's gradient flows back through it. ``train.augment`` names the
-transforms ("" = off; e.g. "color,translation,cutout").
+transforms ("" = off; e.g. "translation,cutout,turn").
 
 The draws are taken on the CPU from the step's generator (``draws``, called by
 ``t2i.gan.step_inputs``) and carried in ``StepInputs.d_draws``; ``apply`` is a pure function of

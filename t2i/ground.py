@@ -7,7 +7,8 @@ TRAINING split only, a head on the frozen sentence embedding (``TextHead``, the 
 conditioned on with ``train.text: grounded``) together with a small image encoder
 (``ImageEncoder``, the one G's matching loss scores fakes with), by a symmetric contrastive loss:
 each image against its caption, the batch's other captions as negatives, except those that
-describe the image just as well (``t2i.named.fits``).
+describe the image just as well (``t2i.named.fits``); with ``ground.near_miss``, also captions
+of other images that miss this one on one attribute alone (``t2i.named.NearMisses``).
 
 The image encoder must see small parts (the evaluator could not read the centre colour until it
 attended over local colour codes, docs/evaluation.md): ``glimpses`` attention maps over a 16x16
@@ -207,6 +208,11 @@ def train_grounding(train_urls: list[str], out_dir: str | os.PathLike, cfg: Grou
         model = new_grounding(cfg, emb_dim, size).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed)
+        bank = None
+        if cfg.near_miss > 0:  # every training caption, to draw each image's near misses from
+            from t2i.named import NearMisses
+
+            bank = NearMisses.collect(batches(train_urls, 256, drop_last=False))
         losses, steps = [], 0
         for epoch in range(cfg.epochs):
             model.train()
@@ -217,7 +223,13 @@ def train_grounding(train_urls: list[str], out_dir: str | os.PathLike, cfg: Grou
                 pick = torch.randint(0, C, (B,), generator=gen)  # one caption per image
                 emb = b["emb"][torch.arange(B), pick]  # (B, D)
                 same = fits(b["meta"], pick[:, None], b["captions"])  # (B, B) pairs that are no negatives
-                loss = contrastive_loss(model.image(x.to(device)), model.text(emb.to(device)), model.scale(), same)
+                extra = extra_fits = None
+                if bank is not None:  # drawn after the step's other draws: off, the bytes stay as they were
+                    miss = bank.draw(b["meta"], cfg.near_miss, gen).flatten()  # (B * near_miss,)
+                    extra_fits = bank.fits(bank.values(b["meta"]), miss)  # (B, B * near_miss) no negatives either
+                    extra = model.text(bank.emb[miss].to(device))  # (B * near_miss, dim)
+                loss = contrastive_loss(model.image(x.to(device)), model.text(emb.to(device)), model.scale(), same,
+                                        extra=extra, extra_fits=extra_fits)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

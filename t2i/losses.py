@@ -155,18 +155,27 @@ def r1_penalty(d_out: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float,
-                     fits: torch.Tensor | None = None, symmetric: bool = True) -> torch.Tensor:
+                     fits: torch.Tensor | None = None, symmetric: bool = True,
+                     extra: torch.Tensor | None = None, extra_fits: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE between matching rows of L2-normalised (B, D) ``a`` (images) and ``b`` (texts):
     row i of ``a`` against every row of ``b``, the i-th the positive, logits ``scale * a @ b.T``
     (CLIP's; DAMSM's sentence term, its scale 1 / temperature). ``fits`` (B, B) bool
     (``t2i.named.fits``): pairs off the diagonal that describe each other just as well, left out
-    of the negatives. ``symmetric``: the mean with the same loss of ``b`` against ``a``."""
+    of the negatives. ``symmetric``: the mean with the same loss of ``b`` against ``a``.
+    ``extra`` (N, D): more texts, negatives of every row of ``a`` (``ground.near_miss``), but
+    those ``extra_fits`` (B, N) bool marks as describing it; ``b`` against ``a`` is unchanged."""
     logits = scale * a.float() @ b.float().t()  # (B, B)
     if fits is not None:
         off = fits.to(logits.device) & ~torch.eye(len(a), dtype=torch.bool, device=logits.device)
         logits = logits.masked_fill(off, float("-inf"))
     target = torch.arange(len(a), device=a.device)
-    loss = F.cross_entropy(logits, target)
+    wide = logits
+    if extra is not None:
+        more = scale * a.float() @ extra.float().t()  # (B, N)
+        if extra_fits is not None:
+            more = more.masked_fill(extra_fits.to(more.device), float("-inf"))
+        wide = torch.cat([logits, more], dim=1)  # (B, B + N)
+    loss = F.cross_entropy(wide, target)
     if symmetric:
         loss = (loss + F.cross_entropy(logits.t(), target)) / 2
     return loss

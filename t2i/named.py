@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from t2i import T2IError
+
 CLASS_HEAD = "class"  # the single attribute of a dataset without attributes: its class id
 
 
@@ -99,3 +101,64 @@ def attribute_labels(metas: list[dict], attributes: dict[str, list[str]]) -> dic
     values = [attribute_values(m) for m in metas]
     return {k: torch.tensor([index[k].get(vals.get(k, ""), -1) for vals in values], dtype=torch.long)
             for k in attributes}
+
+
+class NearMisses:
+    """Every training caption that names attributes, as a bank to draw *near misses* from: for an
+    image, a caption that names one attribute with another value and everything else it names
+    with the image's own (``ground.near_miss``). In-batch negatives rarely differ from an image in
+    the petal count alone, so a contrastive encoder learns the colours and little else; near
+    misses ask it for each attribute in turn. Only for sources that say what their captions name.
+
+    ``emb`` (M, D): the captions' embeddings; ``named`` (M, A): each caption's value code per
+    attribute, -1 where it names none; ``attributes``: the A attribute names, sorted."""
+
+    def __init__(self, emb: torch.Tensor, named: torch.Tensor, attributes: list[str], codes: list[dict[str, int]]):
+        self.emb, self.named, self.attributes, self.codes = emb, named, attributes, codes
+
+    @classmethod
+    def collect(cls, batches_) -> "NearMisses":
+        """The bank of every caption of the loader batches ``batches_``; a source that does not say
+        what its captions name is an error naming the first such sample."""
+        embs, rows, metas = [], [], []
+        for b in batches_:
+            if not knows_named(b["meta"]):
+                raise T2IError(f"ground.near_miss: sample {b['key'][0]} does not say which attributes its "
+                               "captions name (only synthetic-flowers does): set ground.near_miss=0")
+            for m, e in zip(b["meta"], b["emb"]):
+                embs.append(e[: len(m["named"])])
+                metas.append(m)
+        attributes = sorted({a for m in metas for a in m["attributes"]})
+        codes = [{v: i for i, v in enumerate(sorted({str(m["attributes"][a]) for m in metas if a in m["attributes"]}))}
+                 for a in attributes]
+        for m in metas:
+            for said in m["named"]:
+                rows.append([codes[i][str(m["attributes"][a])] if a in said else -1 for i, a in enumerate(attributes)])
+        return cls(torch.cat(embs), torch.tensor(rows, dtype=torch.long), attributes, codes)
+
+    def values(self, metas: list[dict]) -> torch.Tensor:
+        """(B, A) the images' value codes (-1 where an image lacks the attribute or has a value the
+        bank never saw)."""
+        return torch.tensor([[self.codes[i].get(str(m["attributes"].get(a)), -1) for i, a in enumerate(self.attributes)]
+                             for m in metas], dtype=torch.long)
+
+    def fits(self, values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """(B, len(idx)) bool: bank caption idx[j] describes image i (everything it names matches)."""
+        v = self.named[idx]  # (K, A)
+        return ((v[None] == -1) | (v[None] == values[:, None])).all(dim=-1)
+
+    def draw(self, metas: list[dict], k: int, rng: torch.Generator) -> torch.Tensor:
+        """(B, k) bank indices: for each image, k near misses, each drawn by picking one of the
+        attributes it can be missed on uniformly, then one caption that misses it there alone.
+        An image with no near miss in the bank gets any caption that does not describe it."""
+        x = self.values(metas)  # (B, A)
+        differs = (self.named[None] != -1) & (self.named[None] != x[:, None])  # (B, M, A)
+        one = differs.sum(dim=-1) == 1  # (B, M)
+        per_attr = (differs & one[..., None]).sum(dim=1)  # (B, A) candidates missing on each attribute
+        which = differs.float().argmax(dim=-1)  # (B, M) the attribute a near miss misses on
+        n_attr = (per_attr > 0).sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+        weight = one / (per_attr.gather(1, which).clamp(min=1) * n_attr)  # (B, M): 1 / (attributes * candidates)
+        none = ~one.any(dim=1)
+        if none.any():
+            weight[none] = (differs[none].any(dim=-1)).float() + 1e-12
+        return torch.multinomial(weight, k, replacement=True, generator=rng)

@@ -144,6 +144,7 @@ class GroundParams(Section):
     hidden: int = Field(512, ge=1)  # the text head's hidden width
     width: int = Field(32, ge=1)  # the image encoder's base width
     glimpses: int = Field(4, ge=1)  # attention maps over the image's 16x16 cells
+    near_miss: int = Field(0, ge=0)  # per image, this many more negatives: captions that miss it on one attribute alone (t2i.named.NearMisses; synthetic-flowers only; 0 = off)
     seed: int = 1  # not the evaluator's 0: the trainer and the scorer share no weights
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: int = Field(2, ge=0)  # 0 = torch's default (all cores)
@@ -227,7 +228,7 @@ class TrainParams(Section):
     ground_d_coef: float = Field(0.0, ge=0)  # a second D on the frozen grounding's image features (Projected GAN), its loss's weight in D's and G's; 0 = off
     d_head: Literal["concat", "projection"] = FAMILY["gan-cls"]["d_head"]  # how D joins the caption to its image features: the family's concatenation | a projection (Miyato & Koyama 2018); null / missing: FAMILY[arch]
     ema: float = Field(FAMILY["gan-cls"]["ema"], ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off; null / missing: FAMILY[arch]
-    augment: str = FAMILY["gan-cls"]["augment"]  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout"; null / missing: FAMILY[arch]
+    augment: str = FAMILY["gan-cls"]["augment"]  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout,turn"; null / missing: FAMILY[arch]
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
