@@ -361,3 +361,45 @@ def test_a_run_needing_the_grounding_says_so_without_it(train_urls, tmp_path):
         training_loop(train_urls, tmp_path, tiny(match_coef=1.0), data=DATA, progress=False)
     with pytest.raises(T2IError, match="missing grounding"):
         load_grounding(tmp_path / "nope.pt")
+
+
+def test_near_misses_miss_an_image_on_one_named_attribute_alone_spread_over_the_attributes(train_urls):
+    from t2i.named import NearMisses
+
+    bank = NearMisses.collect(batches(train_urls, 16, drop_last=False))
+    metas = [m for b in batches(train_urls, 64, drop_last=False) for m in b["meta"]]
+    assert len(bank.emb) == len(bank.named) == sum(len(m["named"]) for m in metas)
+    idx = bank.draw(metas, 50, torch.Generator().manual_seed(0))  # (N, 50)
+    x = bank.values(metas)
+    missed = (bank.named[idx] != -1) & (bank.named[idx] != x[:, None])  # (N, 50, A)
+    assert (missed.sum(dim=-1) == 1).all()  # one attribute named with another value, the rest its own
+    n = torch.arange(len(metas))
+    assert not bank.fits(x, idx.flatten()).reshape(len(metas), len(metas), 50)[n, n].any()  # none describes its image
+    share = missed.float().mean(dim=(0, 1))  # how often each attribute is the one missed
+    assert (share > 0.1).all(), dict(zip(bank.attributes, share.tolist()))  # every attribute, not the colours alone
+
+
+def test_the_extra_negatives_raise_the_loss_where_they_score_high_and_fitting_ones_are_left_out():
+    a = F.normalize(torch.randn(4, 8), dim=1)
+    b = F.normalize(a + 0.1 * torch.randn(4, 8), dim=1)
+    base = contrastive_loss(a, b, 10.0)
+    close = torch.cat([a, a])  # (8, D) negatives as close to each image as can be
+    assert contrastive_loss(a, b, 10.0, extra=close) > base + 0.5
+    fit = torch.cat([torch.eye(4, dtype=torch.bool)] * 2, dim=1)  # each image's own copies describe it ...
+    far = contrastive_loss(a, b, 10.0, extra=close, extra_fits=fit)
+    assert base < far < contrastive_loss(a, b, 10.0, extra=close)  # ... the others' copies still count
+
+
+def test_near_miss_grounding_trains_and_a_source_without_named_attributes_is_refused(train_urls, tmp_path):
+    from t2i import T2IError
+
+    cfg = TINY_GROUND.model_copy(update={"near_miss": 2})
+    summary = train_grounding(train_urls, tmp_path / "g", cfg, progress=False)
+    off = train_grounding(train_urls, tmp_path / "off", TINY_GROUND, progress=False)
+    assert summary["loss"] != off["loss"] and (tmp_path / "g" / "ground.pt").is_file()
+    plain = [{**b, "meta": [{k: v for k, v in m.items() if k != "named"} for m in b["meta"]]}
+             for b in batches(train_urls, 16, drop_last=False)]
+    from t2i.named import NearMisses
+
+    with pytest.raises(T2IError, match=r"ground.near_miss: sample \S+ does not say which attributes"):
+        NearMisses.collect(plain)
