@@ -60,6 +60,8 @@ def main() -> None:
     y_train = attribute_labels(m_train, vocab)[args.attribute]
     y_test = attribute_labels(m_test, vocab)[args.attribute]
 
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(args.seed)
     D = build_discriminator(cfg, model_config(cfg, emb_dim, x_train.shape[-1]))
     with torch.no_grad():
