@@ -110,37 +110,34 @@ class NearMisses:
     the petal count alone, so a contrastive encoder learns the colours and little else; near
     misses ask it for each attribute in turn. Only for sources that say what their captions name.
 
-    ``emb`` (M, D): the captions' embeddings; ``named`` (M, A): each caption's value code per
-    attribute, -1 where it names none; ``attributes``: the A attribute names, sorted."""
+    ``emb`` (M, D): the captions' embeddings; ``named`` (M, A): each caption's value index per
+    attribute (``attribute_labels``), -1 where it names none; ``vocab``: the attributes' values
+    (``discover_attributes``)."""
 
-    def __init__(self, emb: torch.Tensor, named: torch.Tensor, attributes: list[str], codes: list[dict[str, int]]):
-        self.emb, self.named, self.attributes, self.codes = emb, named, attributes, codes
+    def __init__(self, emb: torch.Tensor, named: torch.Tensor, vocab: dict[str, list[str]]):
+        self.emb, self.named, self.vocab = emb, named, vocab
 
     @classmethod
     def collect(cls, batches_) -> "NearMisses":
         """The bank of every caption of the loader batches ``batches_``; a source that does not say
         what its captions name is an error naming the first such sample."""
-        embs, rows, metas = [], [], []
+        embs, metas = [], []
         for b in batches_:
             if not knows_named(b["meta"]):
                 raise T2IError(f"ground.near_miss: sample {b['key'][0]} does not say which attributes its "
                                "captions name (only synthetic-flowers does): set ground.near_miss=0")
-            for m, e in zip(b["meta"], b["emb"]):
-                embs.append(e[: len(m["named"])])
-                metas.append(m)
-        attributes = sorted({a for m in metas for a in m["attributes"]})
-        codes = [{v: i for i, v in enumerate(sorted({str(m["attributes"][a]) for m in metas if a in m["attributes"]}))}
-                 for a in attributes]
-        for m in metas:
-            for said in m["named"]:
-                rows.append([codes[i][str(m["attributes"][a])] if a in said else -1 for i, a in enumerate(attributes)])
-        return cls(torch.cat(embs), torch.tensor(rows, dtype=torch.long), attributes, codes)
+            embs += [e[: len(m["named"])] for m, e in zip(b["meta"], b["emb"])]  # (captions, D) each
+            metas += b["meta"]
+        vocab = discover_attributes(metas)
+        values = torch.stack(list(attribute_labels(metas, vocab).values()), dim=1)  # (N, A)
+        said = torch.tensor([[a in n for a in vocab] for m in metas for n in m["named"]])  # (M, A)
+        per_caption = values.repeat_interleave(torch.tensor([len(m["named"]) for m in metas]), dim=0)  # (M, A)
+        return cls(torch.cat(embs), per_caption.masked_fill(~said, -1), vocab)
 
     def values(self, metas: list[dict]) -> torch.Tensor:
-        """(B, A) the images' value codes (-1 where an image lacks the attribute or has a value the
-        bank never saw)."""
-        return torch.tensor([[self.codes[i].get(str(m["attributes"].get(a)), -1) for i, a in enumerate(self.attributes)]
-                             for m in metas], dtype=torch.long)
+        """(B, A) the images' value indices (-1 where an image lacks the attribute or has a value
+        the bank never saw)."""
+        return torch.stack(list(attribute_labels(metas, self.vocab).values()), dim=1)
 
     def fits(self, values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(B, len(idx)) bool: bank caption idx[j] describes image i (everything it names matches)."""

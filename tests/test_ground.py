@@ -376,7 +376,7 @@ def test_near_misses_miss_an_image_on_one_named_attribute_alone_spread_over_the_
     n = torch.arange(len(metas))
     assert not bank.fits(x, idx.flatten()).reshape(len(metas), len(metas), 50)[n, n].any()  # none describes its image
     share = missed.float().mean(dim=(0, 1))  # how often each attribute is the one missed
-    assert (share > 0.1).all(), dict(zip(bank.attributes, share.tolist()))  # every attribute, not the colours alone
+    assert (share > 0.1).all(), dict(zip(bank.vocab, share.tolist()))  # every attribute, not the colours alone
 
 
 def test_the_extra_negatives_raise_the_loss_where_they_score_high_and_fitting_ones_are_left_out():
