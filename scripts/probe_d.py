@@ -50,8 +50,7 @@ def main() -> None:
 
     params = load_params(args.params, args.set)
     at = Artifacts(args.data, params.dataset)
-    cfg: TrainParams = params.train.model_copy(update={"augment": args.augment})  # checked by TrainParams
-    cfg = TrainParams(**cfg.model_dump())
+    cfg = TrainParams.model_validate({**params.train.model_dump(), "augment": args.augment})  # the name checked
     x_train, m_train, emb_dim = load(embedded_urls(at.embeddings, "train"))
     x_test, m_test, _ = load(embedded_urls(at.embeddings, "test"))
     vocab = discover_attributes(m_train)

@@ -225,8 +225,9 @@ def train_grounding(train_urls: list[str], out_dir: str | os.PathLike, cfg: Grou
                 same = fits(b["meta"], pick[:, None], b["captions"])  # (B, B) pairs that are no negatives
                 extra = extra_fits = None
                 if bank is not None:  # drawn after the step's other draws: off, the bytes stay as they were
-                    miss = bank.draw(b["meta"], cfg.near_miss, gen).flatten()  # (B * near_miss,)
-                    extra_fits = bank.fits(bank.values(b["meta"]), miss)  # (B, B * near_miss) no negatives either
+                    values = bank.values(b["meta"])  # (B, A)
+                    miss = bank.draw(values, cfg.near_miss, gen).flatten()  # (B * near_miss,)
+                    extra_fits = bank.fits(values, miss)  # (B, B * near_miss) no negatives either
                     extra = model.text(bank.emb[miss].to(device))  # (B * near_miss, dim)
                 loss = contrastive_loss(model.image(x.to(device)), model.text(emb.to(device)), model.scale(), same,
                                         extra=extra, extra_fits=extra_fits)

@@ -144,11 +144,11 @@ class NearMisses:
         v = self.named[idx]  # (K, A)
         return ((v[None] == -1) | (v[None] == values[:, None])).all(dim=-1)
 
-    def draw(self, metas: list[dict], k: int, rng: torch.Generator) -> torch.Tensor:
-        """(B, k) bank indices: for each image, k near misses, each drawn by picking one of the
-        attributes it can be missed on uniformly, then one caption that misses it there alone.
-        An image with no near miss in the bank gets any caption that does not describe it."""
-        x = self.values(metas)  # (B, A)
+    def draw(self, x: torch.Tensor, k: int, rng: torch.Generator) -> torch.Tensor:
+        """(B, k) bank indices for images of value indices ``x`` (B, A) (``values``): for each,
+        k near misses, each drawn by picking one of the attributes it can be missed on uniformly,
+        then one caption that misses it there alone. An image with no near miss in the bank gets
+        any caption that does not describe it."""
         differs = (self.named[None] != -1) & (self.named[None] != x[:, None])  # (B, M, A)
         one = differs.sum(dim=-1) == 1  # (B, M)
         per_attr = (differs & one[..., None]).sum(dim=1)  # (B, A) candidates missing on each attribute

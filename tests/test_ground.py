@@ -369,8 +369,8 @@ def test_near_misses_miss_an_image_on_one_named_attribute_alone_spread_over_the_
     bank = NearMisses.collect(batches(train_urls, 16, drop_last=False))
     metas = [m for b in batches(train_urls, 64, drop_last=False) for m in b["meta"]]
     assert len(bank.emb) == len(bank.named) == sum(len(m["named"]) for m in metas)
-    idx = bank.draw(metas, 50, torch.Generator().manual_seed(0))  # (N, 50)
     x = bank.values(metas)
+    idx = bank.draw(x, 50, torch.Generator().manual_seed(0))  # (N, 50)
     missed = (bank.named[idx] != -1) & (bank.named[idx] != x[:, None])  # (N, 50, A)
     assert (missed.sum(dim=-1) == 1).all()  # one attribute named with another value, the rest its own
     n = torch.arange(len(metas))
