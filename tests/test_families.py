@@ -405,3 +405,38 @@ def test_a_projection_d_scores_an_image_higher_with_its_own_caption_after_a_few_
         gan_step(nets, step_inputs(data[step % len(data)], cfg, rng), cfg)
     after = margin()
     assert after > 0.1 and after > before + 0.1, (before, after)
+
+
+@pytest.mark.parametrize("arch", BUILT_IN)
+def test_ds_decoder_learns_to_redraw_real_images_from_ds_features_and_loads_back(arch, train_urls, tmp_path):
+    """train.d_recon_coef (FastGAN's self-supervised D): a decoder on D's features redraws the real
+    images D saw at half size; its L1 loss is D's ``recon`` term, its gradient reaches D's first
+    layer, it falls over 60 steps on the tiny set, and load_discriminator rebuilds the decoder."""
+    from t2i.checkpoint import CHECKPOINT, load_discriminator
+    from t2i.data.loader import batches
+    from t2i.families.common import ReconDecoder
+    from t2i.train import training_loop
+
+    cfg = TrainParams(**{**TINY, "arch": arch, "df_gan": {"ngf": 4, "ndf": 8}, "d_recon_coef": 1.0})
+    torch.manual_seed(0)
+    nets = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size))
+    assert isinstance(nets.D.recon_decoder, ReconDecoder)
+    data = list(batches(train_urls, cfg.batch_size))
+    x = step_inputs(data[0], cfg, torch.Generator().manual_seed(0))
+    redrawn = nets.D.recon_decoder.net(nets.D.features(x.real))
+    assert redrawn.shape == (len(x.real), 3, DATA.image_size // 2, DATA.image_size // 2)
+    nets.D.recon_decoder.loss(nets.D.features(x.real), x.real).backward()
+    first = next(m for m in nets.D.modules() if isinstance(m, nn.Conv2d))
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+    nets.D.zero_grad(set_to_none=True)
+
+    rng = torch.Generator().manual_seed(0)
+    losses = [gan_step(nets, step_inputs(data[s % len(data)], cfg, rng), cfg)["d_recon"].item() for s in range(60)]
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:5]) / 5, losses
+
+    training_loop(train_urls, tmp_path, cfg.model_copy(update={"epochs": 1}), data=DATA, progress=False)
+    D = load_discriminator(tmp_path / CHECKPOINT)
+    assert isinstance(D.recon_decoder, ReconDecoder)
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=False)["D"]
+    assert any(k.startswith("recon_decoder.") for k in saved)
+    assert all(torch.equal(v, saved[k]) for k, v in D.state_dict().items())

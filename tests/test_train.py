@@ -117,7 +117,8 @@ def test_each_extra_term_enters_g_loss_with_its_weight(train_urls, coef, term, p
 
 
 @pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}, {"augment": "color,translation,cutout", "ema": 0.9},
-                                     {"r1_coef": 1.0, "spectral_norm": True, "g_upsample": "nearest", "d_head": "projection"}])
+                                     {"r1_coef": 1.0, "spectral_norm": True, "g_upsample": "nearest", "d_head": "projection"},
+                                     {"d_recon_coef": 1.0, "d_head": "projection"}])
 def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
     train(train_urls, tmp_path / "full", checkpoint_every=2, **options)
 
@@ -364,7 +365,7 @@ def test_a_second_trainer_on_the_same_folder_is_refused(train_urls, tmp_path):
                   progress=False)  # released: trains
 
 
-@pytest.mark.parametrize("lever", ["r1_coef", "ground_d_coef"])
+@pytest.mark.parametrize("lever", ["r1_coef", "ground_d_coef", "d_recon_coef"])
 def test_a_lever_outside_ds_forward_is_refused_under_torchrun(lever, monkeypatch, tmp_path):
     """A run already under torchrun (world > 1, nproc_per_node 1) refuses the levers that work
     outside D's one forward call, naming the lever, before it builds anything."""

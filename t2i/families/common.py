@@ -145,6 +145,43 @@ def ground_d_loss(D: nn.Module, ground: nn.Module, real: torch.Tensor, fake: tor
     return loss if fake is None else loss + F.softplus(score(fake)).mean()
 
 
+class ReconDecoder(nn.Module):
+    """FastGAN's self-supervision of D (Liu et al. 2021), for ``train.d_recon_coef``: a small
+    decoder that must redraw each real image D saw, at half its size, from D's features alone
+    (``D.features``, (B, C, h, w)). D's features must then keep the whole image, its outline and
+    parts, where the adversarial loss alone lets D keep whatever tells the few thousand
+    training images apart. Attached to D (``attach``), so D's optimiser, checkpoint and
+    ``load_discriminator`` hold it like D's own layers; only D's loss uses it."""
+
+    def __init__(self, channels: int, in_size: int, out_size: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, size = channels, in_size
+        while size < out_size:  # GAN-CLS at 64x64: (B, ndf*8, 4, 4) -> (B, ndf*4, 8, 8) -> ... -> (B, ndf, 32, 32)
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, max(c // 2, 16), 3, 1, 1),
+                       nn.LeakyReLU(0.2)]
+            c, size = max(c // 2, 16), size * 2
+        layers += [nn.Conv2d(c, 3, 3, 1, 1), nn.Tanh()]  # (B, 3, S/2, S/2)
+        self.net = nn.Sequential(*layers)
+
+    @classmethod
+    def attach(cls, D: nn.Module, image_size: int) -> "ReconDecoder":
+        """A decoder from ``D``'s features at ``image_size`` (their shape from one forward of a
+        blank image in eval mode: no BatchNorm statistics move) to half that size, as ``D.recon_decoder``."""
+        was = D.training
+        with torch.no_grad():
+            param = next(D.parameters())
+            _, channels, h, _ = D.eval().features(param.new_zeros(1, 3, image_size, image_size)).shape
+        D.train(was)
+        D.recon_decoder = cls(channels, h, image_size // 2).to(param.device)
+        return D.recon_decoder
+
+    def loss(self, feat: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The mean absolute error of the redrawn images to ``real`` (B, 3, S, S) as D saw them,
+        halved in size (2x2 means), in fp32; the gradient reaches D's features."""
+        return F.l1_loss(self.net(feat.float()), F.avg_pool2d(real.float(), 2))
+
+
 def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[str]] | None = None,
                         ground_cells: dict[str, int] | None = None) -> nn.Module:
     """D of family ``cfg.arch`` as training builds it and ``t2i.checkpoint.load_discriminator``
@@ -152,8 +189,8 @@ def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[
     both agree): the family's D (with ``cfg.d_head: projection``, its caption head a
     ``ProjectionHead``, which the family builds in place of its own), spectral normalisation
     of its layers (``cfg.spectral_norm``), AC-GAN's heads (``cfg.ac_coef``, labels
-    ``attributes``) and the ground head (``cfg.ground_d_coef``, for cells ``ground_cells``:
-    ``Grounding.cell_shape``)."""
+    ``attributes``), the ground head (``cfg.ground_d_coef``, for cells ``ground_cells``:
+    ``Grounding.cell_shape``) and the decoder that redraws real images (``cfg.d_recon_coef``)."""
     from t2i.families import get_family
 
     D = get_family(cfg.arch).discriminator(cfg, model_cfg)
@@ -167,6 +204,8 @@ def build_discriminator(cfg: TrainParams, model_cfg, attributes: dict[str, list[
         if not ground_cells:
             raise ValueError("train.ground_d_coef: the ground head needs the grounding's cell shape")
         GroundHead.attach(D, ground_cells)
+    if cfg.d_recon_coef > 0:
+        ReconDecoder.attach(D, model_cfg.image_size)
     return D
 
 
@@ -269,7 +308,9 @@ def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, D: 
       batch captions most like it (in what D sees) that are wrong for it (``x.wrong_mask``);
     - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads classify the real images;
     - ``ground`` (``cfg.ground_d_coef``): the ground head (``GroundHead``) tells the real images
-      from the fakes D saw (``fake``), on the frozen ``ground``'s features, given the grounded code."""
+      from the fakes D saw (``fake``), on the frozen ``ground``'s features, given the grounded code;
+    - ``recon`` (``cfg.d_recon_coef``; FastGAN): D's decoder (``ReconDecoder``) redraws the real
+      images from D's features of them."""
     if cfg.r1_coef > 0:
         loss.add("r1", cfg.r1_coef / 2, r1_penalty(d_out["real"], x.real))
     if cfg.d_contrast_coef > 0:
@@ -279,6 +320,8 @@ def shared_d_terms(cfg: TrainParams, x: StepInputs, d_out: dict, loss: Loss, D: 
         loss.add("ac", cfg.ac_coef, heads.loss(d_out["feat_real"], x.labels))
     if cfg.ground_d_coef > 0:
         loss.add("ground", cfg.ground_d_coef, ground_d_loss(D, ground, x.real, fake, x.code))
+    if cfg.d_recon_coef > 0:
+        loss.add("recon", cfg.d_recon_coef, D.recon_decoder.loss(d_out["feat_real"], x.real))
     return loss
 
 
