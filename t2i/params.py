@@ -179,7 +179,7 @@ FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64, "d_head": "projection", "e
 # flat keys, DF-GAN's ``df_gan`` section). Not recorded: how the stage starts (nproc_per_node; the
 # record's world_size says what it did) and how often it saves (checkpoint_every).
 SHARED = ("epochs", "batch_size", "z_dim", "cls", "captions_per_step", "text", "match_coef", "match_temperature",
-          "wrong", "hard_fraction", "hard_max_cos", "ac_coef", "d_contrast_coef", "d_contrast_negatives", "ground_d_coef",
+          "match_augment", "wrong", "hard_fraction", "hard_max_cos", "ac_coef", "d_contrast_coef", "d_contrast_negatives", "ground_d_coef",
           "d_recon_coef", "r1_coef", "spectral_norm", "d_head", "ema", "augment", "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads",
           "workers", "sync_bn", "log_every")
 
@@ -218,6 +218,7 @@ class TrainParams(Section):
     text: Literal["sentence", "grounded", "oracle"] = "grounded"  # what G and D see: the sentence embedding, its grounded code (t2i/ground.py), or the one-hot attributes each caption names (t2i/oracle.py: a diagnostic, needs attribute labels)
     match_coef: float = Field(1.0, ge=0)  # G's matching loss through the grounding's image encoder (0 = off)
     match_temperature: float = Field(0.1, gt=0)  # of that loss's softmax over the batch's captions
+    match_augment: bool = False  # that loss scores each fake as D sees it (train.augment's draws of the step): one random view
     wrong: Literal["class", "hard"] = "class"  # D's wrong captions (t2i/wrong.py): another class's, or hard ones that do not describe the image
     hard_fraction: float = Field(0.5, ge=0, le=1)  # with wrong: hard, the share that is the most similar such caption
     hard_max_cos: float = Field(0.9, gt=-1, le=1)  # with wrong: hard on free text: no wrong caption this close to the true one
@@ -268,6 +269,9 @@ class TrainParams(Section):
         if self.r1_coef > 0 and self.compile:
             raise ValueError("train.r1_coef: its input gradient is taken outside D's one forward call, which "
                              "torch.compile does not support; set train.compile=false or train.r1_coef=0")
+        if self.match_augment and not (self.match_coef > 0 and self.augment):
+            raise ValueError("train.match_augment: scores the fakes of train.match_coef through train.augment's "
+                             f"transforms, but match_coef is {self.match_coef} and augment is {self.augment!r}")
         if self.nproc_per_node > 1 and (levers := self.outside_d_forward()):
             k = levers[0]
             raise ValueError(f"train.{k}: {OUTSIDE_D_FORWARD[k]} outside D's one forward call, which "
@@ -314,7 +318,7 @@ class TrainParams(Section):
 # The levers for what a caption names and for form (docs/experiments.md), as Reed et al.'s plain
 # GAN-CLS has them: off. Recorded with the weights only when not these, so that runs without them keep the
 # bytes they had.
-LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "wrong": "class", "hard_fraction": 0.5,
+LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "match_augment": False, "wrong": "class", "hard_fraction": 0.5,
               "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "ground_d_coef": 0.0, "d_recon_coef": 0.0, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "d_head": "concat", "ema": 0.0, "augment": "",
               "sync_bn": False}
 # The default levers turned off: the plain GAN-CLS (or DF-GAN) recipe, which needs no grounding.

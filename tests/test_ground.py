@@ -245,6 +245,36 @@ def test_the_matching_term_is_lower_for_aligned_pairs_and_reaches_g_only(train_u
     assert contrastive_loss(real, x.code, 10.0, x.agrees) < contrastive_loss(real, x.code[shuffled], 10.0)
 
 
+def test_match_augment_scores_the_fakes_as_d_sees_them(train_urls, grounding):
+    """train.match_augment: the matching term codes each fake after the step's train.augment
+    transforms (the ``seen`` fakes), not the fake itself; off, the fake itself. It is refused,
+    naming itself, where there is no augmentation or no matching loss to apply it to."""
+    from t2i import T2IError
+    from t2i.diffaugment import apply
+    from t2i.families.common import Loss, shared_g_terms
+    from t2i.params import load_params
+
+    batch = next(batches(train_urls, 8))
+    parts = {}
+    for on in (False, True):
+        cfg = tiny(match_coef=1.0, augment="translation,turn", match_augment=on)
+        t = trainables(cfg, model_config(cfg, DATA.emb_dim, DATA.image_size), ground=grounding)
+        x = step_inputs(batch, cfg, torch.Generator().manual_seed(0), nets=t)
+        torch.manual_seed(0)
+        fake = t.G(x.z, x.emb)
+        seen = {"fake": x.seen_by_d(fake)}
+        parts[on] = shared_g_terms(cfg, x, {"fake": fake}, {}, Loss(fake.new_zeros(())), t.ground, None,
+                                   seen=seen).parts["match"]
+        want = seen["fake"] if on else fake
+        torch.testing.assert_close(parts[on], contrastive_loss(grounding.image(want), x.code,
+                                                               1 / cfg.match_temperature, x.agrees))
+        assert not torch.equal(apply(fake, x.d_draws), fake)  # the views differ from the fakes
+    assert parts[True] != parts[False]
+    for bad in (["train.match_augment=true", "train.augment="], ["train.match_augment=true", "train.match_coef=0"]):
+        with pytest.raises(T2IError, match="train.match_augment: scores the fakes"):
+            load_params(None, bad)
+
+
 def test_levers_off_draw_and_record_as_before(train_urls):
     """With the levers off a step's inputs and the stored record are what they were before the
     levers existed (the plain run's files stay byte-identical); on, as by default, they are recorded."""

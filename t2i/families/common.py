@@ -363,12 +363,15 @@ def shared_g_terms(cfg: TrainParams, x: StepInputs, g_out: dict, d_fakes_out: di
       encoder codes each fake, which is scored against its own caption's grounded code, the
       batch's other captions as negatives (but those that ask nothing its caption contradicts:
       a fake is asked only for what its caption names), at temperature ``cfg.match_temperature``;
+      with ``cfg.match_augment`` each fake as D sees it (``seen``: the step's ``train.augment``
+      draws), so that G cannot please the encoder with marks one shift or cut would move;
     - ``ac`` (``cfg.ac_coef``; AC-GAN): D's attribute heads must read, in each fake, the
       attributes its caption names;
     - ``ground`` (``cfg.ground_d_coef``): D's ground head must take the fakes, as D sees them
       (``seen``), for real ones."""
     if cfg.match_coef > 0:
-        img = ground.image(g_out["fake"].float())  # (B, dim); frozen, fp32: the gradient reaches G
+        fake = seen["fake"] if cfg.match_augment else g_out["fake"]  # as D sees it: one random view per step
+        img = ground.image(fake.float())  # (B, dim); frozen, fp32: the gradient reaches G
         loss.add("match", cfg.match_coef, contrastive_loss(img, x.code, 1 / cfg.match_temperature, x.agrees))
     if cfg.ac_coef > 0:
         loss.add("ac", cfg.ac_coef, heads.loss(d_fakes_out["feat_fake"], x.named_labels))
