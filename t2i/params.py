@@ -171,7 +171,8 @@ class DFGANParams(Section):
 # DF-GAN's of 32 (its birds recipe); epochs for a CPU budget at the default widths (on a quiet
 # 2-core machine GAN-CLS's 30 took 17.5 minutes, DF-GAN's 12 took 9.6: docs/experiments.md); and
 # the levers for form measured best for each (docs/experiments.md, "Levers for form"): GAN-CLS
-# with a projection D, EMA and DiffAugment; DF-GAN without them (with them its colours went wrong).
+# with a projection D, EMA and DiffAugment; DF-GAN without them (DiffAugment broke its colours; EMA and
+# the projection D, one at a time, were no clear gain on one seed: docs/experiments.md, "Fourth round").
 FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64, "d_head": "projection", "ema": 0.999, "augment": "translation,cutout"},
           "df-gan": {"epochs": 12, "batch_size": 32, "d_head": "concat", "ema": 0.0, "augment": ""}}
 # The TrainParams keys every family reads (the data order, the batch, the noise, the shared levers,
