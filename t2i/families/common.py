@@ -93,6 +93,17 @@ def spectral_norms(module: nn.Module) -> None:
             spectral_norm(m)
 
 
+def feature_shape(D: nn.Module, image_size: int) -> torch.Size:
+    """(C, h, w) of ``D.features`` for images of ``image_size``: one forward of a blank image in
+    eval mode, so no BatchNorm statistics move (for the heads attached to D)."""
+    was = D.training
+    with torch.no_grad():
+        param = next(D.parameters())
+        shape = D.eval().features(param.new_zeros(1, 3, image_size, image_size)).shape[1:]
+    D.train(was)
+    return shape
+
+
 class ProjectionHead(nn.Module):
     """A projection discriminator's head (Miyato & Koyama 2018), for ``train.d_head: projection``:
     image features (B, C, h, w), pooled to phi (B, C), and captions e (B, emb_dim) -> the scores
@@ -166,14 +177,10 @@ class ReconDecoder(nn.Module):
 
     @classmethod
     def attach(cls, D: nn.Module, image_size: int) -> "ReconDecoder":
-        """A decoder from ``D``'s features at ``image_size`` (their shape from one forward of a
-        blank image in eval mode: no BatchNorm statistics move) to half that size, as ``D.recon_decoder``."""
-        was = D.training
-        with torch.no_grad():
-            param = next(D.parameters())
-            _, channels, h, _ = D.eval().features(param.new_zeros(1, 3, image_size, image_size)).shape
-        D.train(was)
-        D.recon_decoder = cls(channels, h, image_size // 2).to(param.device)
+        """A decoder from ``D``'s features at ``image_size`` (``feature_shape``) to half that
+        size, as ``D.recon_decoder``."""
+        channels, h, _ = feature_shape(D, image_size)
+        D.recon_decoder = cls(channels, h, image_size // 2).to(next(D.parameters()).device)
         return D.recon_decoder
 
     def loss(self, feat: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -262,14 +269,9 @@ class AttributeHeads(nn.Module):
 
     @classmethod
     def attach(cls, D: nn.Module, attributes: dict[str, list[str]], image_size: int) -> "AttributeHeads":
-        """Heads sized for ``D``'s features at ``image_size`` (one forward of a blank image in eval
-        mode: no BatchNorm statistics move), as ``D.attribute_heads``."""
-        was = D.training
-        with torch.no_grad():
-            param = next(D.parameters())
-            channels = D.eval().features(param.new_zeros(1, 3, image_size, image_size)).shape[1]
-        D.train(was)
-        D.attribute_heads = cls(channels, attributes).to(param.device)
+        """Heads sized for ``D``'s features at ``image_size`` (``feature_shape``), as ``D.attribute_heads``."""
+        channels = feature_shape(D, image_size)[0]
+        D.attribute_heads = cls(channels, attributes).to(next(D.parameters()).device)
         return D.attribute_heads
 
     def labels(self, metas: list[dict], picks: torch.Tensor | None = None) -> torch.Tensor:
