@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from t2i.data.loader import batches, embedded_urls, to_float
-from t2i.families.common import build_discriminator
+from t2i.families.common import build_discriminator, feature_shape
 from t2i.gan import model_config
 from t2i.named import attribute_labels, discover_attributes
 from t2i.params import TrainParams, load_params
@@ -63,8 +63,7 @@ def main() -> None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(args.seed)
     D = build_discriminator(cfg, model_config(cfg, emb_dim, x_train.shape[-1]))
-    with torch.no_grad():
-        channels = D.features(to_float(x_train[:2])).shape[1]
+    channels = feature_shape(D, x_train.shape[-1])[0]
     head = nn.Linear(channels, len(vocab[args.attribute]))
     params_ = [*D.parameters(), *head.parameters()]
     opt = torch.optim.Adam(params_, args.lr or cfg.lr, betas=(cfg.beta1, cfg.beta2))

@@ -103,6 +103,11 @@ def attribute_labels(metas: list[dict], attributes: dict[str, list[str]]) -> dic
             for k in attributes}
 
 
+def label_matrix(metas: list[dict], attributes: dict[str, list[str]]) -> torch.Tensor:
+    """``attribute_labels`` as one (N, A) long tensor, the columns in ``attributes`` order."""
+    return torch.stack(list(attribute_labels(metas, attributes).values()), dim=1)
+
+
 class NearMisses:
     """Every training caption that names attributes, as a bank to draw *near misses* from: for an
     image, a caption that names one attribute with another value and everything else it names
@@ -111,7 +116,7 @@ class NearMisses:
     misses ask it for each attribute in turn. Only for sources that say what their captions name.
 
     ``emb`` (M, D): the captions' embeddings; ``named`` (M, A): each caption's value index per
-    attribute (``attribute_labels``), -1 where it names none; ``vocab``: the attributes' values
+    attribute (``label_matrix``), -1 where it names none; ``vocab``: the attributes' values
     (``discover_attributes``)."""
 
     def __init__(self, emb: torch.Tensor, named: torch.Tensor, vocab: dict[str, list[str]]):
@@ -129,7 +134,7 @@ class NearMisses:
             embs += [e[: len(m["named"])] for m, e in zip(b["meta"], b["emb"])]  # (captions, D) each
             metas += b["meta"]
         vocab = discover_attributes(metas)
-        values = torch.stack(list(attribute_labels(metas, vocab).values()), dim=1)  # (N, A)
+        values = label_matrix(metas, vocab)  # (N, A)
         said = torch.tensor([[a in n for a in vocab] for m in metas for n in m["named"]])  # (M, A)
         per_caption = values.repeat_interleave(torch.tensor([len(m["named"]) for m in metas]), dim=0)  # (M, A)
         return cls(torch.cat(embs), per_caption.masked_fill(~said, -1), vocab)
@@ -137,7 +142,7 @@ class NearMisses:
     def values(self, metas: list[dict]) -> torch.Tensor:
         """(B, A) the images' value indices (-1 where an image lacks the attribute or has a value
         the bank never saw)."""
-        return torch.stack(list(attribute_labels(metas, self.vocab).values()), dim=1)
+        return label_matrix(metas, self.vocab)
 
     def fits(self, values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(B, len(idx)) bool: bank caption idx[j] describes image i (everything it names matches)."""

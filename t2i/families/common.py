@@ -276,11 +276,11 @@ class AttributeHeads(nn.Module):
 
     def labels(self, metas: list[dict], picks: torch.Tensor | None = None) -> torch.Tensor:
         """(B, A) long, in ``attributes`` order: each sample's value index, -1 where it has none
-        (``t2i.named.attribute_labels``); with ``picks`` (B, k), where the source says what its
+        (``t2i.named.label_matrix``); with ``picks`` (B, k), where the source says what its
         captions name, only the attributes one of the picked captions names."""
-        from t2i.named import attribute_labels
+        from t2i.named import label_matrix
 
-        out = torch.stack(list(attribute_labels(metas, self.attributes).values()), dim=1)  # (B, A)
+        out = label_matrix(metas, self.attributes)  # (B, A)
         if picks is not None:
             for b, m in enumerate(metas):
                 if "named" in m:
