@@ -341,7 +341,7 @@ class EvaluatorParams(Section):
 
 class EvaluateParams(Section):
     metrics: list[str] = ["attribute_accuracy", "r_precision", "diversity", "phrasing", "frechet_distance",
-                          "inception", "g_check", "d_check"]
+                          "inception", "g_check", "d_check", "silhouette"]
     seed: int = 0
     batch_size: int = Field(64, ge=1)
     max_images: int | None = Field(None, ge=2)  # None: the whole test split

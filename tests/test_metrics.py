@@ -489,3 +489,78 @@ def test_g_check_reads_what_a_perfect_and_a_blind_generator_draw(monkeypatch) ->
     assert METRICS["g_check"](blind)["g_check/unseen/petal_colour"] < 0.5
     with pytest.raises(MetricSkipped, match="no attribute probes"):
         METRICS["g_check"](context(PetalReader(), torch.zeros(2, 3, S, S)))
+
+
+# --------------------------------------------------------------------------- silhouette
+
+
+def pixels(image) -> torch.Tensor:
+    """A PIL image -> (3, S, S) float in [-1, 1]."""
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def blob(seed: int, size: int = 64) -> torch.Tensor:
+    """A flower-coloured blob on a flat green background: a disc with random bumps of 1-5 lobes."""
+    gen = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    dy, dx = ys - size / 2, xs - size / 2
+    theta = torch.atan2(dy, dx)
+    bumps = sum(0.12 * torch.rand(1, generator=gen) * torch.cos(k * theta + 6.3 * torch.rand(1, generator=gen))
+                for k in range(1, 6))
+    inside = (dy ** 2 + dx ** 2).sqrt() < size * 0.3 * (1 + bumps)
+    image = torch.tensor([-0.5, 0.0, -0.6])[:, None, None].expand(3, size, size).clone()
+    image[:, inside] = torch.tensor([0.9, -0.8, -0.7])[:, None]  # red
+    return image
+
+
+def test_silhouette_reads_count_and_shape_of_drawn_flowers() -> None:
+    import numpy as np
+
+    from t2i.data import synth
+    from t2i.metrics import silhouette
+
+    attrs = [synth.Attributes("lavender", "yellow", k, s) for k in synth.PETAL_COUNTS for s in synth.PETAL_SHAPES]
+    images = torch.stack([pixels(synth.draw_flower(a, np.random.default_rng([seed, 7]), 64))
+                          for seed in range(2) for a in attrs])  # (24, 3, 64, 64)
+    got = silhouette.read(images)
+    assert got["count"].tolist() == [a.petal_count for a in attrs] * 2
+    assert got["pointed"].tolist() == [a.petal_shape == "pointed" for a in attrs] * 2
+    assert got["regularity"].min() >= silhouette.PETALLED
+    blobs = silhouette.read(torch.stack([blob(seed) for seed in range(8)]))
+    assert blobs["regularity"].max() < silhouette.PETALLED  # bumps on a disc are not petals
+
+
+def flower_context(generate, n: int = 60) -> EvalContext:
+    from t2i.data import synth
+
+    test = [s for s in synth.flowers(n, 64, seed=0, test_fraction=0.3) if s.split == "test"]
+    real = torch.stack([pixels(s.image) for s in test])
+    all_emb = torch.arange(len(test)).float()[:, None, None].expand(-1, 10, 1)  # (N, 10, 1): each caption says its image
+    return EvalContext(evaluator=None, real=real, fake=real, emb=all_emb[:, 0], all_emb=all_emb,
+                       pick=torch.zeros(len(test), dtype=torch.long), meta=[s.meta for s in test],
+                       generate=generate, z_dim=2)
+
+
+def test_silhouette_of_a_copying_and_a_blob_generator() -> None:
+    copies = flower_context(None)
+    copies.generate = lambda z, emb: copies.real[emb[:, 0].long()]  # draws exactly the test image its caption is of
+    out = METRICS["silhouette"](copies)
+    assert out["silhouette/count/fake"] == out["silhouette/count/real"] == 1.0
+    assert out["silhouette/shape/fake"] == out["silhouette/shape/real"] >= 0.9  # 99% of the default's real flowers
+    assert out["silhouette/petalled/fake"] == out["silhouette/petalled/real"] == 1.0
+    assert out["silhouette/count/pairs"] > 0 and out["silhouette/shape/pairs"] > 0
+
+    blobs = flower_context(lambda z, emb: torch.stack([blob(int(i)) for i in emb[:, 0]]))
+    out = METRICS["silhouette"](blobs)
+    assert out["silhouette/petalled/fake"] == 0.0 and out["silhouette/petalled/real"] == 1.0
+    assert out["silhouette/regularity/fake"] < 0.6 < 0.9 < out["silhouette/regularity/real"]
+    assert out["silhouette/count/fake"] < 0.5
+
+
+def test_silhouette_says_why_it_is_skipped() -> None:
+    with pytest.raises(MetricSkipped, match="no petal_count and petal_shape"):
+        METRICS["silhouette"](context(ColourStub(), torch.zeros(2, 3, S, S), generate=lambda z, e: z))
+    with pytest.raises(MetricSkipped, match="needs the generator"):
+        METRICS["silhouette"](flower_context(None))

@@ -103,4 +103,4 @@ class EvalContext:
 
 # Importing the metric modules registers them.
 from t2i.metrics import (attribute_accuracy, d_check, diversity, frechet_distance, g_check,  # noqa: E402,F401
-                         inception, phrasing, r_precision)
+                         inception, phrasing, r_precision, silhouette)
