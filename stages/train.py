@@ -31,7 +31,7 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
     urls = embedded_urls(src, "train")
     show = "test" if "test" in manifest["splits"] else "train"  # grid captions: unseen ones if any
     fixed = next(batches(embedded_urls(src, show), 8, drop_last=False))
-    probe = d_check_probe(src, p.train.batch_size)
+    probe = epoch_probe(src, p.train.batch_size, p.train.z_dim)
     ground = None
     if needs_grounding(p.train):  # train.text: grounded, train.match_coef or train.ground_d_coef
         from t2i.ground import load_grounding
@@ -61,9 +61,10 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
         done("train", t.seconds, f"{how}{summary['steps']} steps, {summary['epochs']} epochs -> {at.models}")
 
 
-def d_check_probe(src: Path, batch_size: int):
-    """What D checks, for the loop to log after every epoch: ``t2i.probes.caption_check`` on the real
-    test images, where the embedder wrote attribute probes (else None)."""
+def epoch_probe(src: Path, batch_size: int, z_dim: int):
+    """What D checks and G draws, for the loop to log after every epoch, where the embedder wrote
+    attribute probes (else None): ``t2i.probes.caption_check`` of D on the real test images as
+    ``d_check/<attribute>``, and ``outline_check`` of G with fixed noise as ``silhouette/<reading>``."""
     import torch
 
     from t2i import probes
@@ -75,9 +76,14 @@ def d_check_probe(src: Path, batch_size: int):
     test = list(batches(embedded_urls(src, "test"), 256, drop_last=False))
     images = to_float(torch.cat([b["image"] for b in test]))  # (N, 3, S, S)
     keys = [k for b in test for k in b["key"]]
+    z = torch.randn(len(found["g_check"]["seen"]["emb"]), z_dim,
+                    generator=torch.Generator().manual_seed(probes.SEED))  # (256, z_dim): the same every epoch
 
-    def probe(D: torch.nn.Module) -> dict[str, float]:
-        return probes.caption_check(D, images, found, keys, batch_size, next(D.parameters()).device)
+    def probe(G: torch.nn.Module, D: torch.nn.Module) -> dict[str, float]:
+        device = next(D.parameters()).device
+        checked = probes.caption_check(D, images, found, keys, batch_size, device)
+        drawn = probes.outline_check(G, found, z, batch_size, device)
+        return {**{f"d_check/{k}": v for k, v in checked.items()}, **{f"silhouette/{k}": v for k, v in drawn.items()}}
 
     return probe
 

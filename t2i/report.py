@@ -1,5 +1,5 @@
 """What a training run shows (rank 0 only): the progress bar, DVCLive's logs, a sample grid per
-epoch and D's probe (``d_check``). Every model it runs is put back in the mode it was in.
+epoch and the probes (``d_check``, ``silhouette``). Every model it runs is put back in the mode it was in.
 
 A resumed run keeps the logs up to its checkpoint and appends; a fresh run replaces the old
 logs only once it has taken its first step, so a run that fails before that (bad shard, bad
@@ -24,12 +24,12 @@ class Reporter:
     """Logs to ``live_dir`` (None: nothing written, as on ranks other than 0); a progress bar
     from step ``initial`` when ``progress``. ``grid``: the fixed noise (N, z_dim), caption
     embeddings (R, D) and captions of the per-epoch sample grid (embeddings None: no grid).
-    ``probe(D) -> {attribute: share}`` (None on ranks other than 0) runs after every epoch and
-    must draw no random numbers."""
+    ``probe(G, D) -> {metric name: value}`` (None on ranks other than 0) runs after every epoch
+    and must draw no random numbers from the run's generators."""
 
     def __init__(self, live_dir: Path | None, resumed_at: int | None, *, initial: int, progress: bool,
                  grid: tuple[torch.Tensor, torch.Tensor | None, list[str] | None],
-                 probe: Callable[[torch.nn.Module], dict[str, float]] | None) -> None:
+                 probe: Callable[[torch.nn.Module, torch.nn.Module], dict[str, float]] | None) -> None:
         self.dir, self.resumed_at, self.live = (Path(live_dir) if live_dir else None), resumed_at, None
         self.grid_z, self.grid_emb, self.grid_captions = grid
         self.probe = probe
@@ -81,13 +81,13 @@ class Reporter:
         return last
 
     def epoch_end(self, epoch: int, step: int, G: torch.nn.Module, D: torch.nn.Module, device: str) -> None:
-        """The sample grid of ``epoch`` (1-based) and D's probe; G and D as the caption's sentence
+        """The sample grid of ``epoch`` (1-based) and the probe; G and D as the caption's sentence
         embedding reaches them."""
         if self.dir is not None and self.grid_emb is not None:
             sample_grid(G, self.grid_z, self.grid_emb, self.grid_captions,
                         self.dir / "samples" / f"epoch_{epoch:03d}.png", device)
-        if self.probe is not None:  # t2i.probes.caption_check: D in eval mode, then as it was
-            self.metrics(step, self.probe(D), prefix="d_check/")
+        if self.probe is not None:  # t2i.probes' caption_check and outline_check: eval mode, then as they were
+            self.metrics(step, self.probe(G, D), prefix="")
 
     def end(self) -> None:
         """Close the bar and DVCLive (after the run's last log)."""

@@ -51,7 +51,7 @@ def training_loop(
     sample_emb: torch.Tensor | None = None,
     sample_captions: list[str] | None = None,
     on_step: Callable[[int, torch.nn.Module, torch.nn.Module], None] | None = None,
-    probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    probe: Callable[[torch.nn.Module, torch.nn.Module], dict[str, float]] | None = None,
     ground=None,
     oracle: torch.nn.Module | None = None,
     progress: bool = True,
@@ -61,8 +61,9 @@ def training_loop(
     ``cfg`` holds every training param (defaults and ranges in t2i/params.py). ``sample_emb``
     (N, D) with ``sample_captions`` gives the fixed captions of the per-epoch sample grids (with
     fixed noise). ``on_step(step, G, D)`` is called after every step (and after its checkpoint).
-    ``probe(D) -> {attribute: share}`` (``t2i.probes.caption_check`` on the test images) is logged as
-    ``d_check/<attribute>`` after every epoch, by rank 0; it must draw no random numbers.
+    ``probe(G, D) -> {metric name: value}`` (``t2i.probes``' ``caption_check`` of D on the test
+    images and ``outline_check`` of G) is logged after every epoch, by rank 0; it must draw no
+    random numbers from the run's generators.
     ``ground`` (``t2i.ground.Grounding``): the frozen grounding that ``cfg.text: grounded``,
     ``cfg.match_coef`` and ``cfg.ground_d_coef`` read; with ``text: grounded`` its text head is saved with G and D, and
     the grids and ``probe`` see them behind it (called with sentence embeddings). ``oracle``
@@ -157,7 +158,7 @@ def run_epochs(nets: Trainables, cfg: TrainParams, loader: Loader, state: RunSta
                on_step: Callable[[int, torch.nn.Module, torch.nn.Module], None] | None = None) -> dict:
     """Step from ``state`` to ``cfg.epochs``: a resumed epoch replays its order and skips what was
     done; every ``log_every`` steps the losses are logged, every ``checkpoint_every`` the state is
-    saved, after every epoch a grid and D's probe, which see G and D as a caption's sentence
+    saved, after every epoch a grid and the probe, which see G and D as a caption's sentence
     embedding reaches them: behind ``text`` (the grounded text head, or the oracle's table) when
     there is one. Returns the last step's outputs (empty if none ran)."""
     guard = Guard(state, cfg, device)
