@@ -18,8 +18,8 @@ Per image (synthetic flowers, drawn by ``t2i.data.synth``):
    - *count*: the harmonic among ``synth.PETAL_COUNTS`` with the most power: k petals make k lobes;
    - *regularity*: the share of the outline's power (harmonics 2 and up) in that harmonic and its
      multiples. k separate petals give a k-fold outline (the real flowers of the default's
-     splits: 0.79-0.99, mean 0.96); a blob's is spread over every harmonic (every GAN of
-     docs/experiments.md: 0.28-0.38);
+     splits: 0.79-0.99, mean 0.96); a blob's is spread over every harmonic (the mean over a
+     run's images, for every GAN run of docs/experiments.md: 0.26-0.40);
    - *shape*: the share of angles where the outline is past half-way between its narrowest and
      widest (``DUTY``): round petals fill most of the turn, pointed ones a narrow spike each
      (real: round 0.42-0.75, pointed 0.28-0.52, overlapping only at seven and eight petals).
@@ -34,8 +34,9 @@ Metrics (``real`` on the test images, ``fake`` on one image per pair, drawn with
   ``.../chance``: the most common named value's share (a constant guess).
 
 On the default's real images (test / train split): count 1.0 / 1.0, shape 0.991 / 0.995,
-petalled 1.0 / 0.9996. Skipped
-for datasets whose samples do not carry a petal count and shape (only synthetic flowers do).
+petalled 1.0 / 0.9996. Skipped for datasets whose samples do not carry a petal count and shape
+(only synthetic flowers do). The train stage logs the same readings after every epoch
+(``t2i.probes.outline_check``).
 """
 
 from __future__ import annotations
