@@ -64,11 +64,13 @@ def main(params_file: ParamsFile = Path("params.yaml"), overrides: Overrides = N
 def epoch_probe(src: Path, batch_size: int, z_dim: int):
     """What D checks and G draws, for the loop to log after every epoch, where the embedder wrote
     attribute probes (else None): ``t2i.probes.caption_check`` of D on the real test images as
-    ``d_check/<attribute>``, and ``outline_check`` of G with fixed noise as ``silhouette/<reading>``."""
+    ``d_check/<attribute>``, and ``t2i.outline.outline_check`` of G with fixed noise as
+    ``silhouette/<reading>``."""
     import torch
 
     from t2i import probes
     from t2i.data.loader import batches, embedded_urls, to_float
+    from t2i.outline import outline_check
 
     found = probes.load_probes(src)
     if found is None:
@@ -82,7 +84,7 @@ def epoch_probe(src: Path, batch_size: int, z_dim: int):
     def probe(G: torch.nn.Module, D: torch.nn.Module) -> dict[str, float]:
         device = next(D.parameters()).device
         checked = probes.caption_check(D, images, found, keys, batch_size, device)
-        drawn = probes.outline_check(G, found, z, batch_size, device)
+        drawn = outline_check(G, found, z, batch_size, device)
         return {**{f"d_check/{k}": v for k, v in checked.items()}, **{f"silhouette/{k}": v for k, v in drawn.items()}}
 
     return probe

@@ -14,9 +14,9 @@ caption; synthetic flowers) gets, from the embed stage (which holds the text mod
 - ``pairs``: two wordings of one test flower, and one wording with its colours swapped, for the
   cosines of a text space (``t2i.ground.report``).
 
-The train stage logs ``d_check`` and ``outline_check`` (what G draws from the seen ``g_check``
-captions, read by the outline) every epoch, the evaluate stage writes ``d_check`` and ``g_check``
-to metrics.json, the ground stage its own ``ground_check`` and the cosines.
+The train stage logs ``d_check`` every epoch, and what G draws from the seen ``g_check`` captions
+read by the outline (``t2i.outline.outline_check``); the evaluate stage writes ``d_check`` and
+``g_check`` to metrics.json, the ground stage its own ``ground_check`` and the cosines.
 """
 
 from __future__ import annotations
@@ -176,26 +176,3 @@ def caption_check(D: torch.nn.Module, images: torch.Tensor, probes: dict, keys: 
             t, a = torch.cat(s_true), torch.cat(s_alt)
             out[attr] = ((t > a).float() + 0.5 * (t == a).float()).mean().item()
         return out
-
-
-@torch.no_grad()
-def outline_check(G: torch.nn.Module, probes: dict, z: torch.Tensor, batch_size: int = 64,
-                  device: str = "cpu") -> dict[str, float]:
-    """What G draws, by the outline (``t2i.metrics.silhouette``): images from the ``g_check``
-    captions of colour pairs seen in training, with the fixed noise ``z`` (one row per caption),
-    read for {count, shape} (the share drawn as named), regularity and petalled (the share with
-    a k-fold outline). G runs in eval mode and is left in the mode it was in; no random draws."""
-    from t2i.metrics.silhouette import PETALLED, read  # t2i.metrics imports this module
-
-    rows = probes["g_check"]["seen"]
-    emb = rows["emb"].float()
-    with evaluating(G):
-        fake = torch.cat([G(z[lo: lo + batch_size].to(device), emb[lo: lo + batch_size].to(device)).float().cpu()
-                          for lo in range(0, len(emb), batch_size)])
-    got = read(fake)
-    count = torch.tensor([a["petal_count"] for a in rows["attributes"]])
-    pointed = torch.tensor([a["petal_shape"] == "pointed" for a in rows["attributes"]])
-    return {"count": (got["count"] == count).float().mean().item(),
-            "shape": (got["pointed"] == pointed).float().mean().item(),
-            "regularity": got["regularity"].mean().item(),
-            "petalled": (got["regularity"] >= PETALLED).float().mean().item()}

@@ -519,17 +519,17 @@ def test_silhouette_reads_count_and_shape_of_drawn_flowers() -> None:
     import numpy as np
 
     from t2i.data import synth
-    from t2i.metrics import silhouette
+    from t2i import outline
 
     attrs = [synth.Attributes("lavender", "yellow", k, s) for k in synth.PETAL_COUNTS for s in synth.PETAL_SHAPES]
     images = torch.stack([pixels(synth.draw_flower(a, np.random.default_rng([seed, 7]), 64))
                           for seed in range(2) for a in attrs])  # (24, 3, 64, 64)
-    got = silhouette.read(images)
+    got = outline.read(images)
     assert got["count"].tolist() == [a.petal_count for a in attrs] * 2
     assert got["pointed"].tolist() == [a.petal_shape == "pointed" for a in attrs] * 2
-    assert got["regularity"].min() >= silhouette.PETALLED
-    blobs = silhouette.read(torch.stack([blob(seed) for seed in range(8)]))
-    assert blobs["regularity"].max() < silhouette.PETALLED  # bumps on a disc are not petals
+    assert got["regularity"].min() >= outline.PETALLED
+    blobs = outline.read(torch.stack([blob(seed) for seed in range(8)]))
+    assert blobs["regularity"].max() < outline.PETALLED  # bumps on a disc are not petals
 
 
 def flower_context(generate, n: int = 60) -> EvalContext:

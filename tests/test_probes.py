@@ -7,6 +7,7 @@ import torch
 from t2i import probes
 from t2i.checkpoint import GENERATOR
 from t2i.data.loader import batches, embedded_urls, to_float
+from t2i.outline import outline_check
 from t2i.params import PLAIN, load_params
 from t2i.train import DataSpec, training_loop
 
@@ -24,7 +25,7 @@ def test_the_probes_are_logged_every_epoch_and_leave_the_weights_as_they_were(ma
 
     def probe(G, D):
         calls.append((G.training, D.training))
-        drawn = probes.outline_check(G, found, z)
+        drawn = outline_check(G, found, z)
         assert set(drawn) == {"count", "shape", "regularity", "petalled"} and all(0 <= v <= 1 for v in drawn.values())
         return {**{f"d_check/{k}": v for k, v in probes.caption_check(D, images, found, keys).items()},
                 **{f"silhouette/{k}": v for k, v in drawn.items()}}
