@@ -13,7 +13,9 @@ Metrics (``real`` on the test images, ``fake`` on one image per pair, drawn with
 - ``silhouette/regularity/{real,fake}``: its mean.
 - ``silhouette/count/{real,fake}`` on the pairs whose caption names the count,
   ``silhouette/shape/{real,fake}`` on those naming the shape: the share read as named;
-  ``.../chance``: the most common named value's share (a constant guess).
+  ``.../chance``: the most common named value's share (a constant guess). Count and shape
+  assume a k-fold outline: on blobs they are noise, so read them only where ``petalled`` is
+  well above 0.
 
 Skipped for datasets whose samples do not carry a petal count and shape (only synthetic flowers
 do). The train stage logs the same readings after every epoch (``t2i.outline.outline_check``).
