@@ -61,9 +61,9 @@ def training_loop(
     ``cfg`` holds every training param (defaults and ranges in t2i/params.py). ``sample_emb``
     (N, D) with ``sample_captions`` gives the fixed captions of the per-epoch sample grids (with
     fixed noise). ``on_step(step, G, D)`` is called after every step (and after its checkpoint).
-    ``probe(G, D) -> {metric name: value}`` (``t2i.probes``' ``caption_check`` of D on the test
-    images and ``outline_check`` of G) is logged after every epoch, by rank 0; it must draw no
-    random numbers from the run's generators.
+    ``probe(G, D) -> {metric name: value}`` (the train stage's ``epoch_probe``:
+    ``t2i.probes.caption_check`` of D on the test images and ``t2i.outline.outline_check`` of G)
+    is logged after every epoch, by rank 0; it must draw no random numbers from the run's generators.
     ``ground`` (``t2i.ground.Grounding``): the frozen grounding that ``cfg.text: grounded``,
     ``cfg.match_coef`` and ``cfg.ground_d_coef`` read; with ``text: grounded`` its text head is saved with G and D, and
     the grids and ``probe`` see them behind it (called with sentence embeddings). ``oracle``
