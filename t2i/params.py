@@ -181,7 +181,7 @@ FAMILY = {"gan-cls": {"epochs": 30, "batch_size": 64, "d_head": "projection", "e
 # record's world_size says what it did) and how often it saves (checkpoint_every).
 SHARED = ("epochs", "batch_size", "z_dim", "cls", "captions_per_step", "text", "match_coef", "match_temperature",
           "match_augment", "wrong", "hard_fraction", "hard_max_cos", "ac_coef", "d_contrast_coef", "d_contrast_negatives", "ground_d_coef",
-          "d_recon_coef", "r1_coef", "spectral_norm", "d_head", "ema", "augment", "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads",
+          "d_recon_coef", "r1_coef", "spectral_norm", "g_turn", "d_head", "ema", "augment", "shuffle_buffer", "seed", "device", "precision", "channels_last", "compile", "threads",
           "workers", "sync_bn", "log_every")
 
 
@@ -230,6 +230,7 @@ class TrainParams(Section):
     spectral_norm: bool = False  # spectral normalisation of every conv and linear layer of the family's D (Miyato et al. 2018)
     ground_d_coef: float = Field(0.0, ge=0)  # a second D on the frozen grounding's image features (Projected GAN), its loss's weight in D's and G's; 0 = off
     d_recon_coef: float = Field(0.0, ge=0)  # D redraws each real image at half size from its own features (FastGAN's self-supervised D), the L1 loss's weight; 0 = off
+    g_turn: bool = False  # G draws its S/4 feature map in one pose and turns it by an angle read from its noise (2 pi Phi(z[0])): flowers only, not birds
     d_head: Literal["concat", "projection"] = FAMILY["gan-cls"]["d_head"]  # how D joins the caption to its image features: the family's concatenation | a projection (Miyato & Koyama 2018); null / missing: FAMILY[arch]
     ema: float = Field(FAMILY["gan-cls"]["ema"], ge=0, lt=1)  # decay of the average of G's weights kept beside G (t2i/ema.py), what generator.pt holds; 0 = off; null / missing: FAMILY[arch]
     augment: str = FAMILY["gan-cls"]["augment"]  # DiffAugment of every image D sees (t2i/diffaugment.py): "" (off) or some of "color,translation,cutout,turn"; null / missing: FAMILY[arch]
@@ -320,7 +321,7 @@ class TrainParams(Section):
 # GAN-CLS has them: off. Recorded with the weights only when not these, so that runs without them keep the
 # bytes they had.
 LEVERS_OFF = {"text": "sentence", "match_coef": 0.0, "match_temperature": 0.1, "match_augment": False, "wrong": "class", "hard_fraction": 0.5,
-              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "ground_d_coef": 0.0, "d_recon_coef": 0.0, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "d_head": "concat", "ema": 0.0, "augment": "",
+              "hard_max_cos": 0.9, "ac_coef": 0.0, "d_contrast_coef": 0.0, "d_contrast_negatives": 8, "ground_d_coef": 0.0, "d_recon_coef": 0.0, "g_upsample": "deconv", "r1_coef": 0.0, "spectral_norm": False, "g_turn": False, "d_head": "concat", "ema": 0.0, "augment": "",
               "sync_bn": False}
 # The default levers turned off and Reed et al.'s learning rate: the plain GAN-CLS (or DF-GAN) recipe,
 # which needs no grounding.

@@ -200,7 +200,7 @@ def test_df_step_updates_both_models_and_reports_the_penalty():
 
 
 @pytest.mark.parametrize("levers", [{}, {"ema": 0.9, "augment": "color,translation,cutout", "r1_coef": 1.0,
-                                         "spectral_norm": True}])
+                                         "spectral_norm": True, "g_turn": True}])
 def test_df_gan_trains_resumes_to_the_same_bytes(train_urls, tmp_path, levers):
     train(train_urls, tmp_path / "full", checkpoint_every=2, **{**DF, **levers})
 

@@ -1,5 +1,7 @@
 """Shape, range and init tests for the GAN-CLS generator / discriminator (t2i/families/gan_cls.py)."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -143,6 +145,48 @@ def test_the_stored_config_keeps_its_key_order():
     assert list(stored_shapes(cfg)) == old and ModelConfig(**stored_shapes(cfg)) == cfg
     near = ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=False, upsample="nearest")
     assert list(stored_shapes(near)) == [*old, "upsample"] and ModelConfig(**stored_shapes(near)) == near
+    turned = ModelConfig(emb_dim=16, z_dim=8, proj_dim=8, ngf=8, ndf=8, image_size=32, ca=False, turn=True)
+    assert list(stored_shapes(turned)) == [*old, "turn"] and ModelConfig(**stored_shapes(turned)) == turned
+
+
+# z[0] that turn_by_noise reads as no turn, a quarter turn anticlockwise (Phi = 1/4), a half turn and three quarters
+NO_TURN, QUARTER, HALF, THREE_QUARTERS = -40.0, -0.6744897501960817, 0.0, 0.6744897501960817
+
+
+@pytest.mark.parametrize("z0, quarters", [(NO_TURN, 0), (QUARTER, 1), (HALF, 2), (THREE_QUARTERS, 3)])
+def test_turn_by_noise_turns_each_map_by_the_angle_its_noise_names(z0, quarters):
+    from t2i.families.common import turn_by_noise
+
+    h = torch.randn(2, 5, 8, 8)
+    z = torch.randn(2, 4)
+    z[:, 0] = z0
+    turned = turn_by_noise(h, z)
+    # which way is anticlockwise on screen: row 0 at the top, so a quarter turn moves the right column to the top row
+    torch.testing.assert_close(turned, h.rot90(quarters, (2, 3)), atol=1e-5, rtol=0)
+    assert turned.dtype == h.dtype
+
+
+@pytest.mark.parametrize("arch", ["gan-cls", "df-gan"])
+def test_g_turn_turns_g_s_quarter_size_map_by_its_noise(arch):
+    """With train.g_turn G is the same network whose (S/4)^2 map is turned: at no turn it draws
+    what G without it draws with the same weights, at a half turn something else."""
+    from t2i.families import get_family
+    from t2i.gan import model_config
+    from t2i.params import TrainParams
+
+    family = get_family(arch)
+    cfg = TrainParams(arch=arch, z_dim=8, g_turn=True)
+    turned_cfg = model_config(cfg, 16, 32)
+    torch.manual_seed(0)
+    G_turn = family.generator(turned_cfg).eval()
+    G = family.generator(dataclasses.replace(turned_cfg, turn=False)).eval()
+    G.load_state_dict(G_turn.state_dict())
+    z, emb = torch.randn(3, 8), torch.randn(3, 16)
+    z[:, 0] = NO_TURN
+    with torch.no_grad():
+        torch.testing.assert_close(G_turn(z, emb), G(z, emb), atol=1e-6, rtol=0)
+        z[:, 0] = HALF
+        assert (G_turn(z, emb) - G(z, emb)).abs().amax() > 1e-3
 
 
 def test_nearest_upsampling_builds_g_without_transposed_convs_and_loads_back(train_urls, tmp_path):

@@ -118,7 +118,7 @@ def test_each_extra_term_enters_g_loss_with_its_weight(train_urls, coef, term, p
 
 @pytest.mark.parametrize("options", [{}, {"ca": True, "ms_coef": 1.0}, {"augment": "color,translation,cutout", "ema": 0.9},
                                      {"r1_coef": 1.0, "spectral_norm": True, "g_upsample": "nearest", "d_head": "projection"},
-                                     {"d_recon_coef": 1.0, "d_head": "projection"}])
+                                     {"d_recon_coef": 1.0, "d_head": "projection", "g_turn": True}])
 def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
     train(train_urls, tmp_path / "full", checkpoint_every=2, **options)
 
@@ -133,6 +133,7 @@ def test_resume_equals_uninterrupted(train_urls, tmp_path, options):
     summary = train(train_urls, tmp_path / "cut", checkpoint_every=2, **options)
     G, config = load_generator(tmp_path / "cut" / GENERATOR)
     assert G.cfg.ca == config["ca"] == options.get("ca", False)
+    assert G.cfg.turn == config.get("g_turn", False) == options.get("g_turn", False)  # generate, serve, evaluate turn too
     assert summary["resumed"]
     assert same(weights(tmp_path / "full" / GENERATOR), weights(tmp_path / "cut" / GENERATOR))
     full = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=False)

@@ -69,6 +69,18 @@ def stored_shapes(model_cfg) -> dict:
             if not (f.metadata.get("later") and getattr(model_cfg, f.name) == f.default)}
 
 
+def turn_by_noise(h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """G's feature maps (B, C, H, W), each turned about its centre by the angle 2 pi Phi(z[i, 0])
+    (train.g_turn): uniform over a whole turn when z ~ N(0, I), and a function of the noise, so
+    that generation stays deterministic. G draws a flower in one pose; the angle, a nuisance no
+    caption names, is not left to its convolutions. Bilinear, corners from the nearest edge, in fp32."""
+    angle = math.pi * (1 + torch.erf(z[:, 0].float() / math.sqrt(2)))  # (B,) in [0, 2 pi)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(h.shape), align_corners=False)  # (B, H, W, 2) where each output pixel reads
+    return F.grid_sample(h.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(h.dtype)
+
+
 def adam_pair(G: nn.Module, D: nn.Module, lr_g: float, lr_d: float, betas: tuple[float, float],
               **extra) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """Adam for G and for D; ``extra``: what the device asks for (fused=True on CUDA)."""

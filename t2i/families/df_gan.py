@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from t2i.families.common import Family, Loss, ProjectionHead, Shapes, StepInputs, adam_pair, scores_fp32
+from t2i.families.common import Family, Loss, ProjectionHead, Shapes, StepInputs, adam_pair, scores_fp32, turn_by_noise
 from t2i.losses import hinge_discriminator_loss, hinge_generator_loss, ma_gp
 from t2i.params import TrainParams
 
@@ -42,6 +42,7 @@ class DFConfig(Shapes):
     image_size: int
     channels: int = 3
     fusion_hidden: int | None = field(kw_only=True)  # hidden width of each affine MLP; None: the block's channels
+    turn: bool = field(default=False, kw_only=True, metadata={"later": True})  # G turns its S/4 map by its noise (train.g_turn)
 
     @property
     def cond_dim(self) -> int:
@@ -121,7 +122,9 @@ class DFGenerator(nn.Module):
     def forward(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         c = torch.cat([z, sentence(emb)], dim=1)  # (B, z_dim + emb_dim)
         h = self.fc(z).view(z.size(0), -1, 4, 4)  # (B, 8 ngf, 4, 4)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if self.cfg.turn and i == len(self.blocks) - 2:  # h: (B, 4 ngf, S/4, S/4)
+                h = turn_by_noise(h, z)
             h = block(h, c)
         return torch.tanh(self.to_rgb(F.leaky_relu(h, 0.2)))  # (B, 3, S, S)
 
@@ -252,7 +255,7 @@ class DfGan(Family):
     def model_config(self, cfg: TrainParams, emb_dim: int, image_size: int) -> DFConfig:
         df = cfg.df_gan
         return DFConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, ngf=df.ngf, ndf=df.ndf, image_size=image_size,
-                        fusion_hidden=df.fusion_hidden)
+                        fusion_hidden=df.fusion_hidden, turn=cfg.g_turn)
 
     def generator(self, model_cfg: DFConfig) -> DFGenerator:
         return DFGenerator(model_cfg)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from t2i.families.common import Family, Loss, ProjectionHead, Shapes, StepInputs, adam_pair, scores_fp32
+from t2i.families.common import Family, Loss, ProjectionHead, Shapes, StepInputs, adam_pair, scores_fp32, turn_by_noise
 from t2i.losses import discriminator_loss, generator_loss, interpolate_embeddings, mode_seeking_loss
 from t2i.params import TrainParams
 
@@ -35,6 +35,7 @@ class ModelConfig(Shapes):
     # order of the config stored in every checkpoint, and a GAN-CLS file's bytes must not change.
     ca: bool = field(kw_only=True)  # conditioning augmentation (StackGAN): G samples its text code
     upsample: str = field(default="deconv", kw_only=True, metadata={"later": True})  # G's x2 steps (train.g_upsample)
+    turn: bool = field(default=False, kw_only=True, metadata={"later": True})  # G turns its S/4 map by its noise (train.g_turn)
 
 
 def _widths(base: int, n_blocks: int) -> list[int]:
@@ -97,6 +98,7 @@ class Generator(nn.Module):
         ]
         # (B, ngf*8, 4, 4) -> (B, ngf*4, 8, 8) -> (B, ngf*2, 16, 16) -> (B, ngf, 32, 32)
         for c_in, c_out in zip(widths, widths[1:]):
+            self.turn_at = len(layers)  # ends at the last of these steps: its input is the (S/4)x(S/4) map
             layers += [*up(cfg.upsample, c_in, c_out, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         # (B, ngf, 32, 32) -> (B, 3, 64, 64)
         layers += [*up(cfg.upsample, widths[-1], cfg.channels, bias=True), nn.Tanh()]
@@ -114,8 +116,11 @@ class Generator(nn.Module):
         return (mu if eps is None else mu + (0.5 * logvar).exp() * eps), kl
 
     def decode(self, z: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([z, code], dim=1)  # (B, z_dim + proj_dim)
-        return self.net(h[:, :, None, None])  # (B, 3, S, S)
+        h = torch.cat([z, code], dim=1)[:, :, None, None]  # (B, z_dim + proj_dim, 1, 1)
+        if not self.cfg.turn:
+            return self.net(h)  # (B, 3, S, S)
+        h = self.net[:self.turn_at](h)  # (B, ngf*2, S/4, S/4)
+        return self.net[self.turn_at:](turn_by_noise(h, z))  # (B, 3, S, S)
 
     def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(z, self.condition(emb, eps)[0])
@@ -241,7 +246,7 @@ class GanCls(Family):
 
     def model_config(self, cfg: TrainParams, emb_dim: int, image_size: int) -> ModelConfig:
         return ModelConfig(emb_dim=emb_dim, z_dim=cfg.z_dim, proj_dim=cfg.proj_dim, ngf=cfg.ngf, ndf=cfg.ndf,
-                           image_size=image_size, ca=cfg.ca, upsample=cfg.g_upsample)
+                           image_size=image_size, ca=cfg.ca, upsample=cfg.g_upsample, turn=cfg.g_turn)
 
     def generator(self, model_cfg: ModelConfig) -> Generator:
         return Generator(model_cfg)
