@@ -8,6 +8,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
+# Test processes (pytest-xdist): auto = one per core; each test file runs whole on one of them,
+# so a file's module fixtures (a tiny reproduced project) are built once. TEST_JOBS=0: one process.
+TEST_JOBS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 .PHONY: setup repro check test test-fast clean browser
 setup: $(VENV)/.installed
@@ -28,10 +32,10 @@ check: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/t2i check
 
 test: setup browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(PYTEST)
 
 test-fast: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(PYTEST) -m "not slow"
 
 # The `t2i serve` page is tested in Debian's headless chromium. Installed when missing and
 # apt-get is allowed (root); elsewhere the browser test is skipped, except under CI=true.
